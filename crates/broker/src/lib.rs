@@ -1,0 +1,2 @@
+//! rampart-broker: the tokio shell around the sans-IO core.
+#![forbid(unsafe_code)]

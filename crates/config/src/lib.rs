@@ -1,0 +1,2 @@
+//! rampart-config: the typed configuration schema.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! rampart-store: the persistence trait and its backends.
+#![forbid(unsafe_code)]

@@ -1,0 +1,199 @@
+//! The human summary printed by `rampart check-config`.
+
+use std::fmt::Write;
+
+use crate::*;
+
+pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
+    let mut s = String::new();
+    // Writing to a String cannot fail; the results are ignored on purpose.
+    let w = &mut s;
+    match &c.source {
+        Some(p) => {
+            let _ = writeln!(w, "source: {}", p.display());
+        }
+        None => {
+            let _ = writeln!(w, "source: none (zero-config mode)");
+        }
+    }
+    if c.local_only {
+        let _ = writeln!(
+            w,
+            "mode: local-only development mode (loopback listeners, no config file)"
+        );
+    } else {
+        let _ = writeln!(w, "mode: configured");
+    }
+    let _ = writeln!(w, "node.name = {}", c.node.name);
+    let _ = writeln!(w, "node.data_dir = {}", c.node.data_dir.display());
+    let _ = writeln!(w, "log.level = {}", c.log.level);
+    let fmt = match c.log.format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    let _ = writeln!(w, "log.format = {fmt}");
+
+    let _ = writeln!(w, "listeners ({}):", c.listeners.len());
+    for l in &c.listeners {
+        let cap = match l.max_connections {
+            Some(n) => n.to_string(),
+            None => "global cap only".to_string(),
+        };
+        let _ = write!(w, "  {}: {} on {}", l.name, l.kind, l.bind);
+        if l.kind.is_websocket() {
+            let _ = write!(w, " path {}", l.ws_path);
+        }
+        let plain = if l.kind.is_tls() {
+            ""
+        } else if l.bind.ip().is_loopback() {
+            ", plaintext (loopback)"
+        } else {
+            ", PLAINTEXT on a non-loopback address (danger.allow_plaintext)"
+        };
+        let _ = writeln!(
+            w,
+            ", max_connections = {cap}, proxy_protocol = {}{plain}",
+            l.proxy_protocol
+        );
+        if let Some(t) = &l.tls {
+            let ca = t
+                .ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".to_string());
+            let ciphers = if t.ciphers.is_empty() {
+                "library defaults (AEAD only)".to_string()
+            } else {
+                t.ciphers.join(",")
+            };
+            let crls = if t.crl_files.is_empty() {
+                "none".to_string()
+            } else {
+                t.crl_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let _ = writeln!(
+                w,
+                "    tls: cert_file = {}, key_file = {}, ca_file = {ca}, client_auth = {}, \
+                 min_version = {}, ciphers = {ciphers}, verify_depth = {}, crl_files = {crls}",
+                t.cert_file.display(),
+                t.key_file.display(),
+                t.client_auth.as_str(),
+                t.min_version.as_str(),
+                t.verify_depth,
+            );
+        }
+    }
+
+    let m = &c.mqtt;
+    let _ = writeln!(w, "mqtt:");
+    let lines: Vec<(&str, String)> = vec![
+        ("max_packet_size", format!("{} bytes", m.max_packet_size)),
+        ("max_topic_levels", m.max_topic_levels.to_string()),
+        ("max_topic_length", format!("{} bytes", m.max_topic_length)),
+        (
+            "max_client_id_length",
+            format!("{} bytes", m.max_client_id_length),
+        ),
+        ("receive_maximum", m.receive_maximum.to_string()),
+        ("max_inflight", m.max_inflight.to_string()),
+        ("max_queued_messages", m.max_queued_messages.to_string()),
+        ("max_queued_bytes", format!("{} bytes", m.max_queued_bytes)),
+        ("topic_alias_maximum", m.topic_alias_maximum.to_string()),
+        ("max_keep_alive", format!("{} s", m.max_keep_alive)),
+        (
+            "server_keep_alive_when_zero",
+            format!("{} s", m.server_keep_alive_when_zero),
+        ),
+        ("max_idle_v3_secs", format!("{} s", m.max_idle_v3_secs)),
+        (
+            "max_session_expiry",
+            if m.max_session_expiry == u32::MAX {
+                format!("{} s (never expires)", m.max_session_expiry)
+            } else {
+                format!("{} s", m.max_session_expiry)
+            },
+        ),
+        (
+            "max_subscriptions_per_client",
+            m.max_subscriptions_per_client.to_string(),
+        ),
+        ("retained_max_count", m.retained_max_count.to_string()),
+        (
+            "retained_max_payload",
+            format!("{} bytes", m.retained_max_payload),
+        ),
+        ("max_qos", m.max_qos.to_string()),
+        ("retain_available", m.retain_available.to_string()),
+        (
+            "wildcard_subscriptions",
+            m.wildcard_subscriptions.to_string(),
+        ),
+        ("shared_subscriptions", m.shared_subscriptions.to_string()),
+        (
+            "subscription_identifiers",
+            m.subscription_identifiers.to_string(),
+        ),
+        (
+            "shared_subscription_strategy",
+            m.shared_subscription_strategy.as_str().to_string(),
+        ),
+        (
+            "connect_timeout_secs",
+            format!("{} s", m.connect_timeout_secs),
+        ),
+        ("max_connections", max_connections_line(m, nofile)),
+    ];
+    for (k, v) in lines {
+        let _ = writeln!(w, "  mqtt.{k} = {v}");
+    }
+    let per_client =
+        (u64::from(m.max_queued_messages) * u64::from(m.max_packet_size)).min(m.max_queued_bytes);
+    let _ = writeln!(
+        w,
+        "  worst-case queued bytes per client = {per_client} \
+         (min(max_queued_messages x max_packet_size, max_queued_bytes))"
+    );
+
+    let _ = writeln!(
+        w,
+        "storage.backend = {}",
+        match c.storage.backend {
+            StorageBackend::Redb => "redb",
+            StorageBackend::Memory => "memory (nothing survives a restart)",
+        }
+    );
+    match c.storage.sync {
+        SyncMode::Always => {
+            let _ = writeln!(w, "storage.sync = always");
+        }
+        SyncMode::Periodic { interval_ms } => {
+            let _ = writeln!(
+                w,
+                "storage.sync = periodic, storage.sync_interval_ms = {interval_ms} \
+                 (a crash may lose up to this window of acknowledged messages)"
+            );
+        }
+    }
+    let _ = writeln!(w, "sys.enabled = {}", c.sys.enabled);
+    let _ = writeln!(w, "sys.interval_secs = {}", c.sys.interval_secs);
+    let _ = writeln!(w, "danger.allow_plaintext = {}", c.danger.allow_plaintext);
+    let _ = writeln!(w, "danger.allow_anonymous = {}", c.danger.allow_anonymous);
+    s
+}
+
+fn max_connections_line(m: &MqttConfig, nofile: Option<u64>) -> String {
+    if m.max_connections != 0 {
+        return m.max_connections.to_string();
+    }
+    let derived = m.effective_max_connections(nofile);
+    match nofile {
+        Some(n) => format!(
+            "0 (derived: {derived}, from the open-file limit {n} minus a reserve of max(5%, {RESERVED_FDS_MIN}))"
+        ),
+        None => format!("0 (derived: {derived}; the open-file limit could not be read)"),
+    }
+}

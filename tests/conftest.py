@@ -144,9 +144,10 @@ class Broker:
         ]
         # The few [mqtt] knobs that have a Mosquitto spelling, so validation runs use the same limits.
         mapping = {
-            "receive_maximum": "max_inflight_messages",
             "max_keep_alive": "max_keepalive",
-            "topic_alias_maximum": None,
+            "topic_alias_maximum": "max_topic_alias",
+            "max_inflight": "max_inflight_messages",
+            "max_queued_messages": "max_queued_messages",
         }
         for key, value in mqtt.items():
             name = mapping.get(key)

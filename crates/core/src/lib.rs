@@ -3,3 +3,7 @@
 //!
 //! rampart-core never performs I/O and never reads the clock: time is always an argument.
 #![forbid(unsafe_code)]
+
+pub mod index;
+pub mod topic;
+mod util;

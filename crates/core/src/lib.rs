@@ -5,5 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod index;
+pub mod retained;
 pub mod topic;
 mod util;

@@ -51,6 +51,15 @@ impl<T: Copy> WalkStack<T> {
         }
     }
 
+    /// An empty stack; `filler` only initialises the unused inline slots.
+    pub(crate) fn empty(filler: T) -> Self {
+        WalkStack {
+            inline: [filler; INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
     pub(crate) fn push(&mut self, v: T) {
         // The spill only receives frames while the inline part is full, so it is always the
         // top of the stack and LIFO order holds.

@@ -136,23 +136,26 @@ impl<'t> Reader<'t> {
         self.opt(cx, key).unwrap_or(default)
     }
 
-    fn opt_range<T>(&mut self, cx: &mut Cx, key: &'static str, lo: T, hi: T) -> Option<T>
-    where
-        T: FromNode + PartialOrd + Display + Copy,
-    {
-        let v = self.opt::<T>(cx, key)?;
-        if v < lo || v > hi {
-            let origin = self.origin_of(key);
-            cx.err(&origin, self.path(key), range_msg(v, lo, hi));
+    /// An integer within `lo..=hi`. The range is checked on the wide value, so a negative or
+    /// huge number reports the field's own range, not the range of its Rust type.
+    fn opt_range<T: Int>(&mut self, cx: &mut Cx, key: &'static str, lo: T, hi: T) -> Option<T> {
+        let path = self.path(key);
+        let e = self.entry(key)?;
+        let v = match int_value(&e.node) {
+            Ok(v) => v,
+            Err(msg) => {
+                cx.err(&e.node.origin, path, msg);
+                return None;
+            }
+        };
+        if v < lo.into() || v > hi.into() {
+            cx.err(&e.node.origin, path, range_msg(v, lo, hi));
             return None;
         }
-        Some(v)
+        T::try_from(v).ok()
     }
 
-    fn range<T>(&mut self, cx: &mut Cx, key: &'static str, default: T, lo: T, hi: T) -> T
-    where
-        T: FromNode + PartialOrd + Display + Copy,
-    {
+    fn range<T: Int>(&mut self, cx: &mut Cx, key: &'static str, default: T, lo: T, hi: T) -> T {
         self.opt_range(cx, key, lo, hi).unwrap_or(default)
     }
 
@@ -207,6 +210,11 @@ impl<'t> Reader<'t> {
                 None
             }
         }
+    }
+
+    /// Reports a problem involving `key` at its value (or at the table if it is not set).
+    fn cross(&self, cx: &mut Cx, key: &str, message: String) {
+        cx.err(&self.origin_of(key), self.path(key), message);
     }
 
     /// Reports a missing required key at the table's own position.
@@ -270,23 +278,30 @@ trait FromNode: Sized {
     fn from_node(n: &Node) -> Result<Self, String>;
 }
 
-macro_rules! int_from_node {
-    ($($t:ty),*) => {$(
-        impl FromNode for $t {
-            fn from_node(n: &Node) -> Result<Self, String> {
-                let v: i128 = match &n.kind {
-                    Kind::Int(i) => i128::from(*i),
-                    Kind::Raw(s) => s.trim().parse().map_err(|_| {
-                        format!("expected an integer, found `{}`", clip(s))
-                    })?,
-                    other => return Err(format!("expected an integer, found {}", other.noun())),
-                };
-                <$t>::try_from(v).map_err(|_| range_msg(v, <$t>::MIN, <$t>::MAX))
+/// The unsigned field types; every one fits in an i128 together with any TOML integer.
+trait Int: Copy + Display + Into<i128> + TryFrom<i128> {}
+impl Int for u8 {}
+impl Int for u16 {}
+impl Int for u32 {}
+impl Int for u64 {}
+
+fn int_value(n: &Node) -> Result<i128, String> {
+    match &n.kind {
+        Kind::Int(i) => Ok(i128::from(*i)),
+        Kind::Raw(s) => {
+            // Environment text: digits with optional `_` separators, like TOML.
+            let t = s.trim();
+            let digits: String = t.chars().filter(|c| *c != '_').collect();
+            if t.starts_with('_') || t.ends_with('_') || t.contains("__") {
+                return Err(format!("expected an integer, found `{}`", clip(s)));
             }
+            digits
+                .parse::<i128>()
+                .map_err(|_| format!("expected an integer, found `{}`", clip(s)))
         }
-    )*};
+        other => Err(format!("expected an integer, found {}", other.noun())),
+    }
 }
-int_from_node!(u8, u16, u32, u64);
 
 impl FromNode for bool {
     fn from_node(n: &Node) -> Result<Self, String> {
@@ -376,7 +391,7 @@ pub(crate) fn build(
         root.insert("listeners", Origin::Default, default_listener_nodes());
     }
     let mut env_errors = Vec::new();
-    apply_env(&mut root, env, &mut env_errors);
+    let env_overrides = apply_env(&mut root, env, &mut env_errors);
     for e in env_errors {
         cx.push(e);
     }
@@ -404,14 +419,22 @@ pub(crate) fn build(
 
     if !cx.errors.is_empty() {
         let mut errors = cx.errors;
+        // File errors by line; environment errors by variable name, since the order of the
+        // process environment means nothing.
         errors.sort_by(|a, b| {
-            (a.1, a.0.line.unwrap_or(0), a.2).cmp(&(b.1, b.0.line.unwrap_or(0), b.2))
+            (a.1, a.0.line.unwrap_or(0), &a.0.file, a.2).cmp(&(
+                b.1,
+                b.0.line.unwrap_or(0),
+                &b.0.file,
+                b.2,
+            ))
         });
         return Err(ConfigErrors(errors.into_iter().map(|e| e.0).collect()));
     }
     Ok(Config {
         source,
         local_only,
+        env_overrides,
         node,
         log,
         listeners,
@@ -519,7 +542,13 @@ fn mqtt_section(cx: &mut Cx, mut r: Reader) -> MqttConfig {
             10_000_000,
         ),
         max_queued_bytes: r.range(cx, "max_queued_bytes", d.max_queued_bytes, 1024, 1 << 40),
-        topic_alias_maximum: r.get(cx, "topic_alias_maximum", d.topic_alias_maximum),
+        topic_alias_maximum: r.range(
+            cx,
+            "topic_alias_maximum",
+            d.topic_alias_maximum,
+            0,
+            u16::MAX,
+        ),
         max_keep_alive: r.range(cx, "max_keep_alive", d.max_keep_alive, 1, u16::MAX),
         server_keep_alive_when_zero: r.range(
             cx,
@@ -529,7 +558,7 @@ fn mqtt_section(cx: &mut Cx, mut r: Reader) -> MqttConfig {
             u16::MAX,
         ),
         max_idle_v3_secs: r.range(cx, "max_idle_v3_secs", d.max_idle_v3_secs, 1, 604_800),
-        max_session_expiry: r.get(cx, "max_session_expiry", d.max_session_expiry),
+        max_session_expiry: r.range(cx, "max_session_expiry", d.max_session_expiry, 0, u32::MAX),
         max_subscriptions_per_client: r.range(
             cx,
             "max_subscriptions_per_client",
@@ -571,27 +600,40 @@ fn mqtt_section(cx: &mut Cx, mut r: Reader) -> MqttConfig {
         connect_timeout_secs: r.range(cx, "connect_timeout_secs", d.connect_timeout_secs, 1, 300),
         max_connections: r.range(cx, "max_connections", d.max_connections, 0, 10_000_000),
     };
+    // A cross-field error is reported on whichever of the two keys the file sets (the first
+    // one if both), so that the line points at something the operator wrote.
     if m.server_keep_alive_when_zero > m.max_keep_alive {
-        let origin = r.origin_of("server_keep_alive_when_zero");
-        cx.err(
-            &origin,
-            r.path("server_keep_alive_when_zero"),
-            format!(
-                "{} is larger than mqtt.max_keep_alive ({})",
-                m.server_keep_alive_when_zero, m.max_keep_alive
-            ),
-        );
+        let (a, b) = (m.server_keep_alive_when_zero, m.max_keep_alive);
+        if r.has("server_keep_alive_when_zero") || !r.has("max_keep_alive") {
+            r.cross(
+                cx,
+                "server_keep_alive_when_zero",
+                format!("{a} is larger than mqtt.max_keep_alive ({b})"),
+            );
+        } else {
+            r.cross(
+                cx,
+                "max_keep_alive",
+                format!("{b} is smaller than mqtt.server_keep_alive_when_zero ({a})"),
+            );
+        }
     }
     if m.max_queued_bytes < u64::from(m.max_packet_size) {
-        let origin = r.origin_of("max_queued_bytes");
-        cx.err(
-            &origin,
-            r.path("max_queued_bytes"),
-            format!(
-                "{} is smaller than mqtt.max_packet_size ({}): a maximum-size message could never be queued",
-                m.max_queued_bytes, m.max_packet_size
-            ),
-        );
+        let (a, b) = (m.max_queued_bytes, m.max_packet_size);
+        let why = "a maximum-size message could never be queued";
+        if r.has("max_queued_bytes") || !r.has("max_packet_size") {
+            r.cross(
+                cx,
+                "max_queued_bytes",
+                format!("{a} is smaller than mqtt.max_packet_size ({b}): {why}"),
+            );
+        } else {
+            r.cross(
+                cx,
+                "max_packet_size",
+                format!("{b} is larger than mqtt.max_queued_bytes ({a}): {why}"),
+            );
+        }
     }
     r.finish(cx);
     m

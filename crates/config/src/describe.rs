@@ -16,6 +16,9 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
             let _ = writeln!(w, "source: none (zero-config mode)");
         }
     }
+    if !c.env_overrides.is_empty() {
+        let _ = writeln!(w, "env overrides: {}", c.env_overrides.join(", "));
+    }
     if c.local_only {
         let _ = writeln!(
             w,

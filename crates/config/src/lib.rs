@@ -41,6 +41,9 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// True in zero-config mode (no file given): loopback listeners only, for development.
     pub local_only: bool,
+    /// Names of the `RAMPART_*` variables that overrode a setting (values are never kept here:
+    /// future settings will include secrets).
+    pub env_overrides: Vec<String>,
     pub node: NodeConfig,
     pub log: LogConfig,
     /// Never empty. Defaults to plain MQTT on 127.0.0.1:1883 and [::1]:1883.
@@ -482,6 +485,7 @@ impl Config {
         Config {
             source: None,
             local_only: true,
+            env_overrides: Vec::new(),
             node: NodeConfig::default(),
             log: LogConfig::default(),
             listeners: ListenerConfig::local_defaults(),
@@ -530,13 +534,24 @@ impl Config {
         file_name: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigErrors> {
+        if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: file_name.to_string(),
+                line: None,
+                key: String::new(),
+                message: format!(
+                    "config is {} bytes; the limit is {MAX_CONFIG_FILE_BYTES}",
+                    text.len()
+                ),
+            }]));
+        }
         let root = match tree::parse_toml(text, file_name) {
             Ok(root) => root,
             Err(e) => {
                 // Env problems are independent of the file: report them alongside.
                 let mut errors = vec![e];
                 let mut scratch = tree::Table::default();
-                tree::apply_env(&mut scratch, env, &mut errors);
+                let _ = tree::apply_env(&mut scratch, env, &mut errors);
                 return Err(ConfigErrors(errors));
             }
         };
@@ -552,6 +567,21 @@ impl Config {
     pub fn describe_with_nofile(&self, nofile: Option<u64>) -> String {
         describe::describe(self, nofile)
     }
+}
+
+/// The process environment's `RAMPART_*` variables, for [`Config::load`] and
+/// [`Config::local_only_with_env`]. A variable whose name or value is not valid UTF-8 is kept
+/// with the invalid bytes replaced, so that it is still reported rather than silently ignored.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect()
 }
 
 /// One problem in the configuration.

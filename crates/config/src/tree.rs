@@ -217,7 +217,13 @@ fn conv_value(v: &toml_edit::Value, fallback: &Origin, lines: &Lines) -> Node {
 /// Overlays every `RAMPART_<SECTION>__<KEY>` variable on the tree. Variables that cannot be
 /// placed are reported; variables placed on keys the schema does not know are reported later
 /// by the decoder as unknown keys, under the variable's name.
-pub(crate) fn apply_env(root: &mut Table, env: &[(String, String)], errors: &mut Vec<ConfigError>) {
+/// Returns the names of the variables that were placed.
+pub(crate) fn apply_env(
+    root: &mut Table,
+    env: &[(String, String)],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<String> {
+    let mut applied = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -242,7 +248,16 @@ pub(crate) fn apply_env(root: &mut Table, env: &[(String, String)], errors: &mut
             continue;
         }
         let segs: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let dotted = segs.join(".");
+        // Same spelling as decoder errors: `listeners[0].bind`.
+        let dotted = segs.iter().fold(String::new(), |acc, seg| {
+            if seg.parse::<usize>().is_ok() {
+                format!("{acc}[{seg}]")
+            } else if acc.is_empty() {
+                seg.clone()
+            } else {
+                format!("{acc}.{seg}")
+            }
+        });
         if segs.iter().any(String::is_empty) {
             errors.push(err(
                 dotted,
@@ -251,10 +266,13 @@ pub(crate) fn apply_env(root: &mut Table, env: &[(String, String)], errors: &mut
             continue;
         }
         let origin = Origin::Env(name.clone());
-        if let Err(message) = insert(root, &segs, value, &origin) {
-            errors.push(err(dotted, message));
+        match insert(root, &segs, value, &origin) {
+            Ok(()) => applied.push(name.clone()),
+            Err(message) => errors.push(err(dotted, message)),
         }
     }
+    applied.sort();
+    applied
 }
 
 fn raw(value: &str, origin: &Origin) -> Node {

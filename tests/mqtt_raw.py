@@ -405,6 +405,8 @@ class RawClient:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.eof = False
+        # Packet ids of received QoS 2 messages that got PUBREC and await the server's PUBREL.
+        self.pending_rel: set = set()
 
     def close(self) -> None:
         try:
@@ -470,10 +472,19 @@ class RawClient:
             self._fill(deadline)
 
     def expect(self, ptype: int, timeout: Optional[float] = None, skip=()) -> Packet:
-        """The next packet, which must be of `ptype` (packets of types in `skip` are passed)."""
+        """The next packet, which must be of `ptype` (packets of types in `skip` are passed).
+
+        A PUBREL for a QoS 2 message this client acknowledged with ack() is answered with
+        PUBCOMP on the way, since the server may send more PUBLISHes before it.
+        """
         while True:
             p = self.read(timeout)
             if p.type in skip:
+                continue
+            if p.type == PUBREL and ptype != PUBREL and p.pid in self.pending_rel:
+                self.pending_rel.discard(p.pid)
+                assert p.flags == 0x02, f"PUBREL with flags {p.flags:#x} [MQTT-3.6.1-1]"
+                self.send(ack_packet(PUBCOMP, p.pid, version=self.version))
                 continue
             assert p.type == ptype, f"expected {NAMES[ptype]}, got {p!r}"
             return p
@@ -571,10 +582,18 @@ class RawClient:
         if p.qos == 1:
             self.send(ack_packet(PUBACK, p.pid, version=self.version))
         elif p.qos == 2:
+            # The PUBREL is answered by expect() (or finish()) when it arrives.
             self.send(ack_packet(PUBREC, p.pid, version=self.version))
-            rel = self.expect(PUBREL)
-            assert rel.pid == p.pid and rel.flags == 0x02
-            self.send(ack_packet(PUBCOMP, p.pid, version=self.version))
+            self.pending_rel.add(p.pid)
+
+    def finish(self, timeout: Optional[float] = None) -> None:
+        """Completes every pending QoS 2 flow (waits for each PUBREL and answers PUBCOMP)."""
+        while self.pending_rel:
+            rel = self.expect(PUBREL, timeout)
+            assert rel.pid in self.pending_rel, f"unexpected {rel!r}"
+            assert rel.flags == 0x02, f"PUBREL with flags {rel.flags:#x} [MQTT-3.6.1-1]"
+            self.pending_rel.discard(rel.pid)
+            self.send(ack_packet(PUBCOMP, rel.pid, version=self.version))
 
 
 def raw(broker, version: int = 5, client_id: Optional[str] = None, **connect_kw) -> RawClient:

@@ -15,6 +15,8 @@ use crate::*;
 pub(crate) struct Cx<'a> {
     file: &'a str,
     errors: Vec<(ConfigError, u8, usize)>,
+    /// Every key path the schema asked for (see [`schema_keys`]).
+    asked: Vec<String>,
 }
 
 impl Cx<'_> {
@@ -228,6 +230,7 @@ impl<'t> Reader<'t> {
 
     /// Reports every key nobody asked for.
     fn finish(self, cx: &mut Cx) {
+        cx.asked.extend(self.known.iter().map(|k| self.path(k)));
         for (entry, used) in self.table.entries.iter().zip(&self.used) {
             if *used {
                 continue;
@@ -375,6 +378,28 @@ impl FromNode for Vec<PathBuf> {
     }
 }
 
+/// Every key the schema accepts, as dotted paths in TOML table form (`listeners.tls.ciphers`),
+/// sorted. Found by running the decoder over a config that reaches every table.
+pub(crate) fn schema_keys() -> Vec<String> {
+    let text = "[[listeners]]\nkind = \"wss\"\n[listeners.tls]\n";
+    let root = match crate::tree::parse_toml(text, "") {
+        Ok(root) => root,
+        Err(_) => return Vec::new(),
+    };
+    let mut cx = Cx {
+        file: "",
+        errors: Vec::new(),
+        asked: Vec::new(),
+    };
+    let mut r = Reader::new(&root, String::new(), Origin::Default);
+    let _ = decode_sections(&mut cx, &mut r);
+    r.finish(&mut cx);
+    let mut keys: Vec<String> = cx.asked.into_iter().map(|k| k.replace("[0]", "")).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// Builds the config from a parsed file tree (empty in zero-config mode) plus env overrides.
 pub(crate) fn build(
     mut root: Table,
@@ -386,6 +411,7 @@ pub(crate) fn build(
     let mut cx = Cx {
         file,
         errors: Vec::new(),
+        asked: Vec::new(),
     };
     if root.get("listeners").is_none() {
         root.insert("listeners", Origin::Default, default_listener_nodes());
@@ -401,20 +427,7 @@ pub(crate) fn build(
         Origin::File(None)
     };
     let mut r = Reader::new(&root, String::new(), root_origin);
-
-    let t = r.table(&mut cx, "node");
-    let node = node_section(&mut cx, t);
-    let t = r.table(&mut cx, "log");
-    let log = log_section(&mut cx, t);
-    let t = r.table(&mut cx, "mqtt");
-    let mqtt = mqtt_section(&mut cx, t);
-    let t = r.table(&mut cx, "storage");
-    let storage = storage_section(&mut cx, t);
-    let t = r.table(&mut cx, "sys");
-    let sys = sys_section(&mut cx, t);
-    let t = r.table(&mut cx, "danger");
-    let danger = danger_section(&mut cx, t);
-    let listeners = listeners_section(&mut cx, &mut r, &danger);
+    let (node, log, mqtt, storage, sys, danger, listeners) = decode_sections(&mut cx, &mut r);
     r.finish(&mut cx);
 
     if !cx.errors.is_empty() {
@@ -443,6 +456,33 @@ pub(crate) fn build(
         sys,
         danger,
     })
+}
+
+type Sections = (
+    NodeConfig,
+    LogConfig,
+    MqttConfig,
+    StorageConfig,
+    SysConfig,
+    DangerConfig,
+    Vec<ListenerConfig>,
+);
+
+fn decode_sections(cx: &mut Cx, r: &mut Reader) -> Sections {
+    let t = r.table(cx, "node");
+    let node = node_section(cx, t);
+    let t = r.table(cx, "log");
+    let log = log_section(cx, t);
+    let t = r.table(cx, "mqtt");
+    let mqtt = mqtt_section(cx, t);
+    let t = r.table(cx, "storage");
+    let storage = storage_section(cx, t);
+    let t = r.table(cx, "sys");
+    let sys = sys_section(cx, t);
+    let t = r.table(cx, "danger");
+    let danger = danger_section(cx, t);
+    let listeners = listeners_section(cx, r, &danger);
+    (node, log, mqtt, storage, sys, danger, listeners)
 }
 
 /// The default listeners as tree nodes, so that `RAMPART_LISTENERS__0__BIND` can adjust them.

@@ -584,6 +584,13 @@ pub fn process_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every key the schema accepts, as sorted dotted paths in TOML table form, for example
+/// `mqtt.max_packet_size` and `listeners.tls.ciphers` (tables themselves are included).
+/// Documentation and tests use it to check that every key is described.
+pub fn schema_keys() -> Vec<String> {
+    decode::schema_keys()
+}
+
 /// One problem in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -42,3 +42,34 @@ fn dev_example_parses() {
     assert!(cfg.listeners.iter().all(|l| l.bind.ip().is_loopback()));
     assert_eq!(cfg.log.level, "debug");
 }
+
+#[test]
+fn schema_keys_cover_every_section() {
+    let keys = schema_keys();
+    for k in [
+        "node.name",
+        "log.format",
+        "listeners",
+        "listeners.bind",
+        "listeners.tls.verify_depth",
+        "mqtt.max_connections",
+        "storage.sync_interval_ms",
+        "sys.interval_secs",
+        "danger.allow_anonymous",
+    ] {
+        assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
+    }
+    assert!(keys.len() > 40, "{keys:?}");
+}
+
+/// The production example documents every key the schema accepts (as a setting, or in a
+/// comment when the key cannot be combined with the settings shown).
+#[test]
+fn production_example_mentions_every_key() {
+    let text = std::fs::read_to_string(repo_file("config/rampart.example.toml")).expect("read");
+    for key in schema_keys() {
+        let leaf = key.rsplit('.').next().unwrap_or(&key);
+        let mentioned = text.contains(&format!("{leaf} =")) || text.contains(&format!("[{key}]"));
+        assert!(mentioned, "{key} is not described in rampart.example.toml");
+    }
+}

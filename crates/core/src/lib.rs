@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod index;
+pub mod packet_id;
+pub mod rate;
 pub mod retained;
 pub mod topic;
 mod util;

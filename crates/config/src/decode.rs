@@ -860,10 +860,16 @@ fn listener(cx: &mut Cx, mut r: Reader, danger: &DangerConfig) -> Option<Decoded
     });
     let proxy_protocol = r.get(cx, "proxy_protocol", false);
     let tls_origin = r.origin_of("tls");
+    // A `tls` value of the wrong type is reported once (by `table`), not again as a table
+    // missing cert_file and key_file.
     let tls_present = r.has("tls");
+    let tls_is_table = matches!(
+        r.table.get("tls").map(|e| &e.node.kind),
+        Some(Kind::Table(_))
+    );
     let tls = {
         let tr = r.table(cx, "tls");
-        if tls_present {
+        if tls_is_table {
             tls_section(cx, tr)
         } else {
             None

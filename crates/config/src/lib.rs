@@ -7,6 +7,24 @@
 //! It never opens sockets, never reads certificate contents and never starts anything: the
 //! broker decides what to do with a valid [`Config`]. The only I/O here is reading the config
 //! file itself and, for [`Config::describe`], the process's open-file limit.
+//!
+//! # Sources, in order of precedence
+//! 1. Environment: `RAMPART_<SECTION>__<KEY>=value`, segments joined by `__`, list elements
+//!    by index: `RAMPART_MQTT__MAX_PACKET_SIZE=2048`, `RAMPART_LISTENERS__0__BIND=0.0.0.0:8883`,
+//!    `RAMPART_LISTENERS__0__TLS__CIPHERS=A,B` (lists are comma-separated). The text takes
+//!    the type of the field it lands on. Index `n` = current length appends a listener.
+//!    Unknown `RAMPART_` variables are errors, except [`RESERVED_ENV_VARS`].
+//! 2. The TOML file ([`Config::load`], [`Config::from_str`]), or nothing in zero-config mode
+//!    ([`Config::local_only`], [`Config::local_only_with_env`]).
+//! 3. Built-in defaults; without `[[listeners]]` the listeners are plain MQTT on
+//!    127.0.0.1:1883 and `[::1]:1883` (addressable from env as listeners 0 and 1).
+//!
+//! # Errors
+//! Syntax errors, unknown keys (at any depth), wrong types, out-of-range values and
+//! cross-field problems (duplicate listeners, TLS policy T1/T2, plaintext exposure H3, ...)
+//! are all collected into one [`ConfigErrors`], sorted by line, env errors last by variable
+//! name. Each is `file:line: key: message`, or `env RAMPART_X: key: message`.
+//! Keys are spelled `mqtt.max_qos`, `listeners[1].tls.min_version`.
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -46,7 +64,7 @@ pub struct Config {
     pub env_overrides: Vec<String>,
     pub node: NodeConfig,
     pub log: LogConfig,
-    /// Never empty. Defaults to plain MQTT on 127.0.0.1:1883 and [::1]:1883.
+    /// Never empty. Defaults to plain MQTT on 127.0.0.1:1883 and `[::1]:1883`.
     pub listeners: Vec<ListenerConfig>,
     pub mqtt: MqttConfig,
     pub storage: StorageConfig,
@@ -480,7 +498,7 @@ pub struct DangerConfig {
 }
 
 impl Config {
-    /// Zero-config mode: plain MQTT on 127.0.0.1:1883 and [::1]:1883, data in `./data`.
+    /// Zero-config mode: plain MQTT on 127.0.0.1:1883 and `[::1]:1883`, data in `./data`.
     pub fn local_only() -> Config {
         Config {
             source: None,
@@ -497,7 +515,7 @@ impl Config {
     }
 
     /// Zero-config mode with `RAMPART_*` overrides applied. `RAMPART_LISTENERS__0__...`
-    /// addresses the default loopback listeners (0 = 127.0.0.1, 1 = [::1]).
+    /// addresses the default loopback listeners (0 = 127.0.0.1, 1 = `[::1]`).
     pub fn local_only_with_env(env: &[(String, String)]) -> Result<Config, ConfigErrors> {
         decode::build(tree::Table::default(), ZERO_CONFIG_NAME, env, None, true)
     }

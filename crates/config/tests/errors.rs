@@ -251,6 +251,15 @@ ca_file = "ca.pem"
 }
 
 #[test]
+fn tls_of_the_wrong_type_is_reported_once() {
+    let text = "[[listeners]]\nname = \"a\"\nkind = \"tls\"\nbind = \"0.0.0.0:8883\"\ntls = true\n";
+    assert_eq!(
+        errs(text),
+        ["r.toml:5: listeners[0].tls: expected a table, found the boolean true"]
+    );
+}
+
+#[test]
 fn tls_table_on_plaintext_listener_and_ws_path_on_tcp() {
     let text = r#"[[listeners]]
 name = "a"

@@ -1,2 +1,95 @@
-//! rampart-broker: the tokio shell around the sans-IO core.
+//! rampart-broker: the tokio shell around the codec and the core: listeners, the connection
+//! driver, the router, session timers and $SYS.
+//!
+//! It owns every socket and every timer; protocol data structures live in rampart-core and
+//! the wire format in rampart-codec.
 #![forbid(unsafe_code)]
+
+pub mod connection;
+pub mod listener;
+pub mod message;
+pub mod metrics;
+pub mod router;
+pub mod session;
+pub mod sys;
+pub mod timers;
+
+use rampart_config::Config;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub use router::Router;
+
+/// Highest number of client connections this process can hold: the open-file limit minus a
+/// reserve for the store, listeners and logs.
+pub fn derived_max_connections() -> usize {
+    const RESERVE: usize = 64;
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<usize>().ok())
+                })
+        })
+        .unwrap_or(1024);
+    soft.saturating_sub(RESERVE).max(1)
+}
+
+/// Run the broker until `shutdown` turns true, then stop accepting, send DISCONNECT 0x8B to
+/// v5 clients, flush and return.
+pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let router = Arc::new(Router::new(cfg.clone()));
+    let max_total = if cfg.mqtt.max_connections == 0 {
+        derived_max_connections()
+    } else {
+        cfg.mqtt.max_connections as usize
+    };
+    info!(max_connections = max_total, "starting");
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    // Bind everything first so that a bad address fails start-up, not a later accept.
+    let mut bound = Vec::new();
+    for l in &cfg.listeners {
+        match listener::bind(l).await {
+            Ok(sock) => bound.push((l.clone(), sock)),
+            // Zero-config mode also offers [::1]; a host without IPv6 still gets 127.0.0.1.
+            Err(e) if cfg.local_only && l.bind.is_ipv6() => {
+                warn!(error = %e, "skipping IPv6 loopback listener");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for (l, sock) in bound {
+        tasks.push(tokio::spawn(listener::run(
+            l,
+            sock,
+            router.clone(),
+            live.clone(),
+            max_total,
+            shutdown.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(sys::run(router.clone(), shutdown.clone())));
+    let _ = shutdown.wait_for(|s| *s).await;
+    info!("shutting down");
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Connection tasks see the same signal; give them a bounded time to say goodbye.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while live.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        if tokio::time::Instant::now() > deadline {
+            warn!("connections still open at shutdown deadline");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

@@ -1,1 +1,135 @@
-fn main() {}
+//! The `rampart` binary: serve, check-config.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use rampart_config::{Config, ConfigErrors, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Rampart: an MQTT 3.1.1 and 5.0 broker, hardened by default.
+///
+/// With no configuration file, `rampart serve` runs in local-only mode: plain MQTT on
+/// 127.0.0.1:1883 and [::1]:1883, anonymous clients from loopback only, data in ./data.
+/// Every config key can be overridden from the environment: RAMPART_<SECTION>__<KEY>=value,
+/// e.g. RAMPART_MQTT__MAX_PACKET_SIZE=65536.
+#[derive(Parser, Debug)]
+#[command(name = "rampart", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker (local-only mode without --config).
+    Serve {
+        /// TOML configuration file (see config/rampart.example.toml).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file: report every error as file:line: key: message, or print
+    /// the listeners and limits in effect. Exits non-zero on any error.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
+    let env = rampart_config::process_env();
+    match path {
+        Some(p) => Config::load(p, &env),
+        None => Config::local_only_with_env(&env),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG wins over the config for ad-hoc debugging.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match load(Some(&file)) {
+            Ok(cfg) => {
+                println!("{}: OK", file.display());
+                print!("{}", cfg.describe());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                if !errors.to_string().ends_with('\n') {
+                    eprintln!();
+                }
+                eprintln!("{} error(s); configuration rejected", errors.0.len());
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config } => {
+            let cfg = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    if !errors.to_string().ends_with('\n') {
+                        eprintln!();
+                    }
+                    eprintln!("{} error(s); not starting", errors.0.len());
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg);
+            if cfg.local_only {
+                tracing::warn!(
+                    "development mode: no config file, local-only listeners, anonymous loopback clients"
+                );
+            }
+            match serve(Arc::new(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "broker stopped with an error");
+                    eprintln!("rampart: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(cfg: Arc<Config>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rampart-worker")
+        .build()?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let broker = tokio::spawn(rampart_broker::run(cfg, rx));
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = tx.send(true);
+        });
+        broker.await?
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

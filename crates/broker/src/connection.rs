@@ -1,0 +1,1140 @@
+//! The connection driver: one tokio task per client connection.
+//!
+//! It owns the session state while connected, reads and decodes packets in large batches,
+//! applies the protocol rules, routes publishes, drains the session's delivery queue into one
+//! coalesced write buffer and writes it with as few syscalls as possible.
+
+use crate::message::{Delivery, Message};
+use crate::router::{Router, SubEntry};
+use crate::session::{ConnHandle, Control, OutFlight, SessionShared, SessionState, SubRecord};
+use bytes::{Buf, BytesMut};
+use bytestring::ByteString;
+use rampart_codec::{
+    decode, encode, encoded_len, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion,
+    PubResp, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+};
+use rampart_core::topic::parse_subscription;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// Stop pulling from the session queue once this much encoded output is waiting for the
+/// socket: the queue (with its caps) is the place where a slow subscriber's backlog lives,
+/// not an unbounded write buffer.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Bytes requested per read. Large reads amortise syscalls under load; the buffer is
+/// released when a connection goes idle so that idle connections stay small.
+const READ_CHUNK: usize = 8 * 1024;
+/// Deliveries taken from the queue per lock acquisition.
+const DRAIN_BATCH: usize = 256;
+
+/// Why a connection ends, and what to tell the client.
+#[derive(Debug)]
+enum Close {
+    /// Client sent DISCONNECT; `with_will` for reason 0x04.
+    ClientDisconnect {
+        with_will: bool,
+    },
+    /// The peer closed the socket or an I/O error occurred.
+    Io,
+    /// The server ends the connection; v5 clients get DISCONNECT with this reason.
+    Server(ReasonCode, &'static str),
+    /// Session taken over by another connection.
+    TakenOver {
+        session_ends: bool,
+    },
+    Shutdown,
+}
+
+/// Entry point for an accepted stream of any transport.
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let cfg = router.cfg.clone();
+    let mut rbuf = BytesMut::with_capacity(512);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(u64::from(cfg.mqtt.connect_timeout_secs));
+    // [MQTT-3.1.0-1]: the first packet must be CONNECT, within the connect timeout.
+    let connect = loop {
+        match decode(&mut rbuf, ProtocolVersion::V5, cfg.mqtt.max_packet_size) {
+            Ok(Some(Packet::Connect(c))) => break c,
+            Ok(Some(other)) => {
+                debug!(%peer, packet = other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT");
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let level = peek_connect_level(&rbuf);
+                debug!(%peer, rule = e.rule(), error = %e, "bad CONNECT");
+                let code = e.reason_code();
+                let version = match level {
+                    Some(5) => Some(ProtocolVersion::V5),
+                    Some(3) | Some(4) => Some(ProtocolVersion::V311),
+                    _ => None,
+                };
+                // An unsupported level is answered in the 3.1.1 format ([MQTT-3.1.2-2]) unless
+                // the client spoke 5; other errors are answered only to v5 clients.
+                let reply = match (version, code) {
+                    (Some(v), _) if v.is_v5() => Some((v, code)),
+                    (_, ReasonCode::UnsupportedProtocolVersion) => {
+                        Some((ProtocolVersion::V311, code))
+                    }
+                    _ => None,
+                };
+                if let Some((v, code)) = reply {
+                    let _ = write_packet(&mut wr, v, &connack(false, code, Properties::default()))
+                        .await;
+                }
+                router
+                    .metrics
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if rbuf.capacity() - rbuf.len() < 256 {
+            rbuf.reserve(1024);
+        }
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, rd.read_buf(&mut rbuf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    debug!(%peer, "connect timeout");
+                    return;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    };
+
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let mut conn = match Conn::accept(&router, *connect, peer, control_tx, &mut wr).await {
+        Some(c) => c,
+        None => return,
+    };
+    router
+        .metrics
+        .clients_connected
+        .fetch_add(1, Ordering::Relaxed);
+    let close = conn
+        .run(&mut rd, &mut wr, rbuf, control_rx, &mut shutdown)
+        .await;
+    router
+        .metrics
+        .clients_connected
+        .fetch_sub(1, Ordering::Relaxed);
+    conn.finish(close, &mut wr).await;
+}
+
+/// Protocol level of a (possibly malformed) CONNECT at the front of `buf`, if readable.
+fn peek_connect_level(buf: &[u8]) -> Option<u8> {
+    let mut i = 1;
+    // Skip the remaining-length varint.
+    loop {
+        let b = *buf.get(i)?;
+        i += 1;
+        if b & 0x80 == 0 || i > 5 {
+            break;
+        }
+    }
+    let name_len = u16::from_be_bytes([*buf.get(i)?, *buf.get(i + 1)?]) as usize;
+    buf.get(i + 2 + name_len).copied()
+}
+
+fn connack(session_present: bool, reason: ReasonCode, properties: Properties) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present,
+        reason,
+        properties,
+    })
+}
+
+async fn write_packet<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    version: ProtocolVersion,
+    p: &Packet,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    if encode(p, version, &mut out).is_ok() {
+        wr.write_all(&out).await?;
+        wr.flush().await?;
+    }
+    Ok(())
+}
+
+fn is_loopback(peer: &SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
+struct Conn {
+    router: Arc<Router>,
+    version: ProtocolVersion,
+    peer: SocketAddr,
+    conn_id: u64,
+    session: Arc<SessionShared>,
+    state: Box<SessionState>,
+    out: BytesMut,
+    /// Idle limit after which the connection is closed: 1.5x the keep alive ([MQTT-3.1.2-24]).
+    idle_limit: Option<Duration>,
+    last_rx: Instant,
+    /// The client's Receive Maximum: our outbound in-flight window, capped by config.
+    send_window: usize,
+    /// The client's Maximum Packet Size: larger messages are dropped for it ([MQTT-3.1.2-25]).
+    client_max_packet: u32,
+    /// Inbound topic aliases; at most `topic_alias_maximum` entries ([MQTT-3.3.2-9]).
+    aliases: HashMap<u16, ByteString>,
+    will: Option<Will>,
+    will_delay: u32,
+    counts: crate::metrics::LocalCounts,
+    batch: Vec<Delivery>,
+}
+
+impl Conn {
+    /// Validate CONNECT, attach (or create, or take over) the session and send CONNACK.
+    async fn accept<W: AsyncWrite + Unpin>(
+        router: &Arc<Router>,
+        c: Connect,
+        peer: SocketAddr,
+        control: mpsc::UnboundedSender<Control>,
+        wr: &mut W,
+    ) -> Option<Conn> {
+        let cfg = &router.cfg;
+        let v = c.protocol;
+        let refuse = |code: ReasonCode| connack(false, code, Properties::default());
+
+        // Authentication: until the auth backends exist, anonymous clients are admitted only
+        // from loopback (local-only mode) or when the operator opted into danger.allow_anonymous.
+        if !is_loopback(&peer) && !cfg.danger.allow_anonymous {
+            info!(%peer, "refused: anonymous access is allowed from loopback only");
+            let _ = write_packet(wr, v, &refuse(ReasonCode::NotAuthorized)).await;
+            return None;
+        }
+        if c.properties.authentication_method.is_some() {
+            // No enhanced authentication method is configured ([MQTT-4.12.0-1]).
+            let _ = write_packet(wr, v, &refuse(ReasonCode::BadAuthenticationMethod)).await;
+            return None;
+        }
+
+        // Client identifier rules ([MQTT-3.1.3-5..8]).
+        let mut assigned = None;
+        let client_id: Arc<str> = if c.client_id.is_empty() {
+            match v {
+                ProtocolVersion::V5 => {
+                    let id = format!("rampart-{:016x}", rand::random::<u64>());
+                    assigned = Some(ByteString::from(id.clone()));
+                    Arc::from(id)
+                }
+                ProtocolVersion::V311 if c.clean_start => {
+                    Arc::from(format!("rampart-{:016x}", rand::random::<u64>()))
+                }
+                _ => {
+                    let _ =
+                        write_packet(wr, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
+                    return None;
+                }
+            }
+        } else {
+            Arc::from(&*c.client_id)
+        };
+        if client_id.len() > usize::from(cfg.mqtt.max_client_id_length) {
+            let _ = write_packet(wr, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
+            return None;
+        }
+
+        if let Some(w) = &c.will {
+            let bad_topic = !topic_within_limits(&w.topic, cfg) || w.topic.starts_with('$');
+            let code = if bad_topic {
+                Some(ReasonCode::TopicNameInvalid)
+            } else if (w.qos as u8) > cfg.mqtt.max_qos {
+                Some(ReasonCode::QoSNotSupported)
+            } else if w.retain && !cfg.mqtt.retain_available {
+                Some(ReasonCode::RetainNotSupported)
+            } else if w.payload.len() > cfg.mqtt.max_packet_size as usize {
+                Some(ReasonCode::PacketTooLarge)
+            } else {
+                None
+            };
+            if let Some(code) = code {
+                let _ = write_packet(wr, v, &refuse(code)).await;
+                return None;
+            }
+        }
+
+        let requested_expiry = match v {
+            ProtocolVersion::V5 => c.properties.session_expiry_interval.unwrap_or(0),
+            _ if c.clean_start => 0,
+            // 3.1.1 persistent sessions have no expiry of their own: the configured maximum.
+            _ => u32::MAX,
+        };
+        let expiry = requested_expiry.min(cfg.mqtt.max_session_expiry);
+
+        // Attach the session.
+        let conn_id = router.registry.alloc_conn_id();
+        let mut session = router.registry.get_or_create(&client_id, || {
+            SessionShared::new(
+                client_id.clone(),
+                cfg.mqtt.max_queued_messages as usize,
+                usize::try_from(cfg.mqtt.max_queued_bytes).unwrap_or(usize::MAX),
+            )
+        });
+        // Take over an existing connection: ask it to park the session and wait, bounded.
+        for _ in 0..4 {
+            let old = {
+                let mut slot = session.slot.lock();
+                if slot.dead {
+                    drop(slot);
+                    session = router.registry.get_or_create(&client_id, || {
+                        SessionShared::new(
+                            client_id.clone(),
+                            cfg.mqtt.max_queued_messages as usize,
+                            usize::try_from(cfg.mqtt.max_queued_bytes).unwrap_or(usize::MAX),
+                        )
+                    });
+                    continue;
+                }
+                match slot.conn.take() {
+                    Some(old) => Some(old),
+                    None => {
+                        slot.conn = Some(ConnHandle {
+                            id: conn_id,
+                            control: control.clone(),
+                        });
+                        slot.generation += 1;
+                        None
+                    }
+                }
+            };
+            match old {
+                None => break,
+                Some(old) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = old.control.send(Control::TakeOver {
+                        session_ends: c.clean_start,
+                        done: tx,
+                    });
+                    let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+                }
+            }
+        }
+        let attached = session.slot.lock().conn.as_ref().map(|h| h.id) == Some(conn_id);
+        if !attached {
+            warn!(%client_id, "could not take over the session; refusing");
+            let _ = write_packet(wr, v, &refuse(ReasonCode::ServerBusy)).await;
+            return None;
+        }
+        let parked = session.slot.lock().parked.take();
+        let (mut state, session_present) = match parked {
+            Some(old) if !c.clean_start => (old, true),
+            Some(old) => {
+                router.drop_session_state(&session, &old);
+                (
+                    Box::new(SessionState::new(client_id.clone(), v, expiry)),
+                    false,
+                )
+            }
+            None => (
+                Box::new(SessionState::new(client_id.clone(), v, expiry)),
+                false,
+            ),
+        };
+        if c.clean_start {
+            session.clear_queue();
+        }
+        state.protocol = v;
+        state.expiry_interval = expiry;
+        session.online.store(true, Ordering::Relaxed);
+
+        // Keep alive: honour the client's value up to the configured maximum; v5 clients asking
+        // for none (or too much) are told the Server Keep Alive; 3.1.1 ones get an idle limit.
+        let mut server_keep_alive = None;
+        let keep_alive = if c.keep_alive == 0 {
+            if v.is_v5() {
+                server_keep_alive = Some(cfg.mqtt.server_keep_alive_when_zero);
+                cfg.mqtt.server_keep_alive_when_zero
+            } else {
+                0
+            }
+        } else if c.keep_alive > cfg.mqtt.max_keep_alive && v.is_v5() {
+            server_keep_alive = Some(cfg.mqtt.max_keep_alive);
+            cfg.mqtt.max_keep_alive
+        } else {
+            c.keep_alive
+        };
+        let idle_limit = if keep_alive == 0 {
+            Some(Duration::from_secs(u64::from(
+                cfg.mqtt.max_idle_v3_secs.max(1),
+            )))
+        } else {
+            Some(Duration::from_millis(u64::from(keep_alive) * 1500))
+        };
+
+        let mut props = Properties::default();
+        if v.is_v5() {
+            if expiry != requested_expiry {
+                props.session_expiry_interval = Some(expiry);
+            }
+            props.receive_maximum = Some(cfg.mqtt.receive_maximum);
+            if cfg.mqtt.max_qos < 2 {
+                props.maximum_qos = Some(cfg.mqtt.max_qos);
+            }
+            if !cfg.mqtt.retain_available {
+                props.retain_available = Some(0);
+            }
+            props.maximum_packet_size = Some(cfg.mqtt.max_packet_size);
+            props.assigned_client_identifier = assigned;
+            if cfg.mqtt.topic_alias_maximum > 0 {
+                props.topic_alias_maximum = Some(cfg.mqtt.topic_alias_maximum);
+            }
+            if !cfg.mqtt.wildcard_subscriptions {
+                props.wildcard_subscription_available = Some(0);
+            }
+            if !cfg.mqtt.subscription_identifiers {
+                props.subscription_identifier_available = Some(0);
+            }
+            if !cfg.mqtt.shared_subscriptions {
+                props.shared_subscription_available = Some(0);
+            }
+            props.server_keep_alive = server_keep_alive;
+        }
+
+        let will_delay = c
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0);
+        let mut conn = Conn {
+            router: router.clone(),
+            version: v,
+            peer,
+            conn_id,
+            session,
+            state,
+            out: BytesMut::new(),
+            idle_limit,
+            last_rx: Instant::now(),
+            send_window: usize::from(
+                c.properties
+                    .receive_maximum
+                    .unwrap_or(u16::MAX)
+                    .min(cfg.mqtt.max_inflight)
+                    .max(1),
+            ),
+            client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            aliases: HashMap::new(),
+            will: c.will,
+            will_delay,
+            counts: Default::default(),
+            batch: Vec::new(),
+        };
+        conn.send(&connack(session_present, ReasonCode::Success, props));
+        debug!(client_id = %conn.state.client_id, %peer, protocol = ?v, session_present, "connected");
+        // Resend unacknowledged messages, in order, with DUP set ([MQTT-4.4.0-1]).
+        if session_present {
+            conn.resend_inflight();
+        }
+        Some(conn)
+    }
+
+    fn is_v5(&self) -> bool {
+        self.version.is_v5()
+    }
+
+    fn send(&mut self, p: &Packet) {
+        if encode(p, self.version, &mut self.out).is_ok() {
+            self.counts.messages_sent += 1;
+        }
+    }
+
+    fn resend_inflight(&mut self) {
+        let ids: Vec<u16> = self.state.outbound_order.iter().copied().collect();
+        for id in ids {
+            match self.state.outbound.get(&id).cloned() {
+                Some(OutFlight::Publish(d)) => {
+                    self.write_publish(&d, id, true, Instant::now());
+                }
+                Some(OutFlight::Released) => {
+                    self.send(&Packet::PubRel(PubResp {
+                        packet_id: id,
+                        reason: ReasonCode::Success,
+                        properties: Properties::default(),
+                    }));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Encode one outgoing PUBLISH; false if it is too large for the client and was dropped.
+    fn write_publish(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> bool {
+        let properties = if self.is_v5() {
+            let mut p = d.msg.properties.clone();
+            p.message_expiry_interval = d.msg.remaining_expiry(now);
+            p.subscription_identifiers = d.subscription_ids.clone();
+            p
+        } else {
+            Properties::default()
+        };
+        let p = Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: d.msg.topic.clone(),
+            packet_id,
+            properties,
+            payload: d.msg.payload.clone(),
+        });
+        if self.is_v5() && encoded_len(&p, self.version) > self.client_max_packet as usize {
+            // [MQTT-3.1.2-25]: discard as if delivered.
+            self.counts.publish_dropped += 1;
+            return false;
+        }
+        if encode(&p, self.version, &mut self.out).is_ok() {
+            self.counts.messages_sent += 1;
+            self.counts.publish_sent += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Move deliveries from the session queue to the write buffer, within the client's
+    /// receive maximum for QoS 1/2 ([MQTT-3.3.4-9]) and the write high-water mark.
+    fn drain_queue(&mut self) {
+        let now = Instant::now();
+        while self.out.len() < WRITE_HIGH_WATER {
+            let mut room = self.send_window.saturating_sub(self.state.outbound.len());
+            {
+                let mut q = self.session.queue.lock();
+                while self.batch.len() < DRAIN_BATCH {
+                    match q.items.front() {
+                        None => break,
+                        Some(d) if d.qos != QoS::AtMostOnce => {
+                            if room == 0 {
+                                break;
+                            }
+                            room -= 1;
+                        }
+                        Some(_) => {}
+                    }
+                    if let Some(d) = q.items.pop_front() {
+                        q.bytes = q.bytes.saturating_sub(d.msg.cost());
+                        self.batch.push(d);
+                    }
+                }
+            }
+            if self.batch.is_empty() {
+                return;
+            }
+            let mut batch = std::mem::take(&mut self.batch);
+            for d in batch.drain(..) {
+                if d.msg.is_expired(now) {
+                    // Expired messages are not sent ([MQTT-3.3.2-5]).
+                    continue;
+                }
+                if d.qos == QoS::AtMostOnce {
+                    self.write_publish(&d, 0, false, now);
+                } else if let Some(id) = self.state.alloc_packet_id() {
+                    if self.write_publish(&d, id, false, now) {
+                        self.state.outbound.insert(id, OutFlight::Publish(d));
+                        self.state.outbound_order.push_back(id);
+                    }
+                }
+            }
+            self.batch = batch;
+        }
+    }
+
+    async fn run<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        mut rbuf: BytesMut,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Close
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let session = self.session.clone();
+        let mut flushed_counts = Instant::now();
+        loop {
+            self.drain_queue();
+            if self.counts.messages_sent > 0 || flushed_counts.elapsed() > Duration::from_secs(1) {
+                self.counts.flush(&self.router.metrics);
+                flushed_counts = Instant::now();
+            }
+            let idle_deadline = self
+                .idle_limit
+                .map(|d| tokio::time::Instant::from_std(self.last_rx + d));
+            if rbuf.is_empty() && rbuf.capacity() > READ_CHUNK * 4 {
+                // Give back a buffer grown by a burst.
+                rbuf = BytesMut::new();
+            }
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            let writing = !self.out.is_empty();
+            tokio::select! {
+                biased;
+                ctl = control.recv() => match ctl {
+                    Some(Control::TakeOver { session_ends, done }) => {
+                        self.park_for_takeover();
+                        // The new connection must not wait for our socket to drain: reply first.
+                        let _ = done.send(());
+                        return Close::TakenOver { session_ends };
+                    }
+                    None => return Close::Io,
+                },
+                _ = shutdown.changed() => return Close::Shutdown,
+                r = wr.write(&self.out), if writing => match r {
+                    Ok(0) | Err(_) => return Close::Io,
+                    Ok(n) => {
+                        self.counts.bytes_sent += n as u64;
+                        self.out.advance(n);
+                        if self.out.is_empty() {
+                            // Keep the buffer's allocation small between bursts.
+                            if self.out.capacity() > WRITE_HIGH_WATER * 2 {
+                                self.out = BytesMut::new();
+                            }
+                        }
+                    }
+                },
+                r = rd.read_buf(&mut rbuf) => match r {
+                    Ok(0) | Err(_) => return Close::Io,
+                    Ok(n) => {
+                        self.counts.bytes_received += n as u64;
+                        self.last_rx = Instant::now();
+                        if let Err(close) = self.on_readable(&mut rbuf) {
+                            return close;
+                        }
+                    }
+                },
+                _ = session.notify.notified() => {}
+                _ = sleep_until_opt(idle_deadline) => {
+                    debug!(client_id = %self.state.client_id, "keep alive timeout");
+                    return Close::Server(ReasonCode::KeepAliveTimeout, "[MQTT-3.1.2-24]");
+                }
+            }
+        }
+    }
+
+    fn on_readable(&mut self, rbuf: &mut BytesMut) -> Result<(), Close> {
+        let max = self.router.cfg.mqtt.max_packet_size;
+        loop {
+            match decode(rbuf, self.version, max) {
+                Ok(Some(p)) => {
+                    self.counts.messages_received += 1;
+                    self.on_packet(p)?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    debug!(client_id = %self.state.client_id, rule = e.rule(), error = %e, "protocol violation");
+                    self.router
+                        .metrics
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(Close::Server(e.reason_code(), e.rule()));
+                }
+            }
+        }
+    }
+
+    fn on_packet(&mut self, p: Packet) -> Result<(), Close> {
+        match p {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => {
+                if let Some(OutFlight::Publish(d)) = self.state.outbound.get(&a.packet_id) {
+                    if d.qos == QoS::AtLeastOnce {
+                        self.state.forget_outbound(a.packet_id);
+                    }
+                }
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                let known = matches!(
+                    self.state.outbound.get(&a.packet_id),
+                    Some(OutFlight::Publish(d)) if d.qos == QoS::ExactlyOnce
+                ) || matches!(
+                    self.state.outbound.get(&a.packet_id),
+                    Some(OutFlight::Released)
+                );
+                if !known {
+                    self.send(&pubresp_rel(
+                        a.packet_id,
+                        ReasonCode::PacketIdentifierNotFound,
+                        self.is_v5(),
+                    ));
+                    return Ok(());
+                }
+                if a.reason.is_error() {
+                    // The client refused the message: the exchange ends here ([MQTT-4.3.3-?]).
+                    self.state.forget_outbound(a.packet_id);
+                    return Ok(());
+                }
+                self.state.outbound.insert(a.packet_id, OutFlight::Released);
+                self.send(&pubresp_rel(a.packet_id, ReasonCode::Success, true));
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                let reason = if self.state.inbound_qos2.remove(&r.packet_id) || !self.is_v5() {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                self.send(&Packet::PubComp(PubResp {
+                    packet_id: r.packet_id,
+                    reason,
+                    properties: Properties::default(),
+                }));
+                Ok(())
+            }
+            Packet::PubComp(c) => {
+                if matches!(
+                    self.state.outbound.get(&c.packet_id),
+                    Some(OutFlight::Released)
+                ) {
+                    self.state.forget_outbound(c.packet_id);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            Packet::Connect(_) => Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.1.0-2]")),
+            Packet::Auth(_) => {
+                // No authentication method was agreed at CONNECT ([MQTT-4.12.0-1]).
+                Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.15.0-1]"))
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::Server(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-4.8.0-1] server-to-client packet sent by a client",
+                ))
+            }
+        }
+    }
+
+    fn ack_publish(&mut self, qos: QoS, packet_id: u16, reason: ReasonCode) {
+        let resp = PubResp {
+            packet_id,
+            reason: if self.is_v5() {
+                reason
+            } else {
+                ReasonCode::Success
+            },
+            properties: Properties::default(),
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(resp)),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(resp)),
+        }
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+        let cfg = self.router.cfg.clone();
+        self.counts.publish_received += 1;
+        if (p.qos as u8) > cfg.mqtt.max_qos {
+            return Err(Close::Server(
+                ReasonCode::QoSNotSupported,
+                "[MQTT-3.2.2-11]",
+            ));
+        }
+        if p.retain && !cfg.mqtt.retain_available {
+            return Err(Close::Server(
+                ReasonCode::RetainNotSupported,
+                "[MQTT-3.2.2-14]",
+            ));
+        }
+        // Topic alias ([MQTT-3.3.2-7..12]).
+        if let Some(alias) = p.properties.topic_alias {
+            if alias == 0 || alias > cfg.mqtt.topic_alias_maximum {
+                return Err(Close::Server(
+                    ReasonCode::TopicAliasInvalid,
+                    "[MQTT-3.3.2-9]",
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Err(Close::Server(
+                            ReasonCode::ProtocolError,
+                            "[MQTT-3.3.4-?] unknown topic alias",
+                        ))
+                    }
+                }
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.3.2-1]"));
+        }
+        if !topic_within_limits(&p.topic, &cfg) {
+            if self.is_v5() && p.qos != QoS::AtMostOnce {
+                self.ack_publish(p.qos, p.packet_id, ReasonCode::TopicNameInvalid);
+                return Ok(());
+            }
+            return Err(Close::Server(
+                ReasonCode::TopicNameInvalid,
+                "topic exceeds configured limits",
+            ));
+        }
+        if p.qos == QoS::ExactlyOnce && self.state.inbound_qos2.contains(&p.packet_id) {
+            // Re-sent PUBLISH before PUBREL: acknowledge again, never route twice ([MQTT-4.3.3-10]).
+            self.ack_publish(p.qos, p.packet_id, ReasonCode::Success);
+            return Ok(());
+        }
+        if p.qos == QoS::ExactlyOnce
+            && self.state.inbound_qos2.len() >= usize::from(cfg.mqtt.receive_maximum)
+        {
+            return Err(Close::Server(
+                ReasonCode::ReceiveMaximumExceeded,
+                "[MQTT-3.3.4-7]",
+            ));
+        }
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            if p.qos != QoS::AtMostOnce {
+                self.ack_publish(p.qos, p.packet_id, ReasonCode::PayloadFormatInvalid);
+                return Ok(());
+            }
+            return Err(Close::Server(
+                ReasonCode::PayloadFormatInvalid,
+                "[MQTT-3.3.2-4]",
+            ));
+        }
+        if p.topic.starts_with('$') {
+            // Clients may not write into broker topics ($SYS and friends): accept and drop.
+            self.ack_publish(p.qos, p.packet_id, ReasonCode::Success);
+            return Ok(());
+        }
+        let now = Instant::now();
+        let msg = Arc::new(Message {
+            expires_at: p
+                .properties
+                .message_expiry_interval
+                .map(|s| now + Duration::from_secs(u64::from(s))),
+            properties: if self.is_v5() {
+                Message::forwarded_properties(&p.properties)
+            } else {
+                Properties::default()
+            },
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            publisher: Some(self.state.client_id.clone()),
+        });
+        let mut reason = ReasonCode::Success;
+        if msg.retain && !self.router.retain(&msg) {
+            reason = ReasonCode::QuotaExceeded;
+        }
+        self.router.publish(&msg);
+        if p.qos == QoS::ExactlyOnce {
+            self.state.inbound_qos2.insert(p.packet_id);
+        }
+        self.ack_publish(p.qos, p.packet_id, reason);
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+        let cfg = self.router.cfg.clone();
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        if sub_id.is_some() && !cfg.mqtt.subscription_identifiers {
+            return Err(Close::Server(
+                ReasonCode::SubscriptionIdentifiersNotSupported,
+                "[MQTT-3.8.2-?] subscription identifiers are disabled",
+            ));
+        }
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained: Vec<Delivery> = Vec::new();
+        for (raw, mut opts) in s.filters {
+            let parsed = match parse_subscription(&raw) {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!(client_id = %self.state.client_id, filter = %raw, error = %e, "invalid topic filter");
+                    reasons.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            let group: Option<Arc<str>> = parsed.share_group.as_deref().map(Arc::from);
+            if group.is_some() && opts.no_local {
+                return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.8.3-4]"));
+            }
+            let filter_str: &str = parsed.filter.as_str();
+            if group.is_some() && !cfg.mqtt.shared_subscriptions {
+                reasons.push(ReasonCode::SharedSubscriptionsNotSupported);
+                continue;
+            }
+            if !cfg.mqtt.wildcard_subscriptions
+                && (filter_str.contains('+') || filter_str.contains('#'))
+            {
+                reasons.push(ReasonCode::WildcardSubscriptionsNotSupported);
+                continue;
+            }
+            if filter_str.split('/').count() > usize::from(cfg.mqtt.max_topic_levels)
+                || filter_str.len() > usize::from(cfg.mqtt.max_topic_length)
+            {
+                reasons.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            let key = (group.clone(), Arc::<str>::from(filter_str));
+            let exists = self.state.subscriptions.contains_key(&key);
+            if !exists
+                && self.state.subscriptions.len() >= cfg.mqtt.max_subscriptions_per_client as usize
+            {
+                reasons.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
+            opts.qos = opts
+                .qos
+                .min(QoS::from_u8(cfg.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce));
+            self.state.subscriptions.insert(
+                key,
+                SubRecord {
+                    options: opts,
+                    subscription_id: sub_id,
+                },
+            );
+            self.router.subs.subscribe(
+                &parsed.filter,
+                group.as_deref(),
+                self.state.client_id.clone(),
+                SubEntry {
+                    session: self.session.clone(),
+                    options: opts,
+                    subscription_id: sub_id,
+                },
+            );
+            reasons.push(match opts.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            // Retained messages: not for shared subscriptions; per Retain Handling otherwise
+            // ([MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
+            let send_retained = group.is_none()
+                && match opts.retain_handling {
+                    0 => true,
+                    1 => !exists,
+                    _ => false,
+                };
+            if send_retained {
+                for m in self.router.retained_for(&parsed.filter) {
+                    retained.push(Delivery {
+                        qos: m.qos.min(opts.qos),
+                        msg: m,
+                        // Retained messages sent because of a subscription carry RETAIN 1
+                        // ([MQTT-3.3.1-8]).
+                        retain: true,
+                        subscription_ids: sub_id.into_iter().collect(),
+                        shared_group: None,
+                    });
+                }
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::default(),
+            reasons,
+        }));
+        for d in retained {
+            if self.session.push(d).is_err() {
+                self.counts.publish_dropped += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for raw in u.filters {
+            match parse_subscription(&raw) {
+                Ok(parsed) => {
+                    let group: Option<Arc<str>> = parsed.share_group.as_deref().map(Arc::from);
+                    let key = (group.clone(), Arc::<str>::from(parsed.filter.as_str()));
+                    let existed = self.state.subscriptions.remove(&key).is_some();
+                    if existed {
+                        self.router.subs.unsubscribe(
+                            &parsed.filter,
+                            group.as_deref(),
+                            &self.state.client_id,
+                        );
+                    }
+                    reasons.push(if existed {
+                        ReasonCode::Success
+                    } else {
+                        ReasonCode::NoSubscriptionExisted
+                    });
+                }
+                Err(_) => reasons.push(ReasonCode::TopicFilterInvalid),
+            }
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::default(),
+            reasons,
+        }));
+        Ok(())
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Close> {
+        if let Some(new_expiry) = d.properties.session_expiry_interval {
+            if self.state.expiry_interval == 0 && new_expiry != 0 {
+                return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.14.2-2]"));
+            }
+            self.state.expiry_interval = new_expiry.min(self.router.cfg.mqtt.max_session_expiry);
+        }
+        Err(Close::ClientDisconnect {
+            with_will: d.reason == ReasonCode::DisconnectWithWill,
+        })
+    }
+
+    /// Hand the session state back to the slot for the connection that takes over.
+    fn park_for_takeover(&mut self) {
+        let fresh = Box::new(SessionState::new(
+            self.state.client_id.clone(),
+            self.version,
+            0,
+        ));
+        let state = std::mem::replace(&mut self.state, fresh);
+        let mut slot = self.session.slot.lock();
+        slot.parked = Some(state);
+        if slot.conn.as_ref().map(|h| h.id) == Some(self.conn_id) {
+            slot.conn = None;
+        }
+    }
+
+    /// Tell the client why (v5), flush, handle the will and detach the session.
+    async fn finish<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
+        let v5 = self.is_v5();
+        let (server_reason, publish_will_now, will_ok) = match &close {
+            Close::ClientDisconnect { with_will } => (None, *with_will, *with_will),
+            Close::Io => (None, false, true),
+            Close::Server(code, rule) => {
+                debug!(client_id = %self.state.client_id, peer = %self.peer, reason = %code, rule, "closing connection");
+                (Some(*code), false, true)
+            }
+            Close::TakenOver { session_ends } => (
+                Some(ReasonCode::SessionTakenOver),
+                *session_ends || self.will_delay == 0,
+                true,
+            ),
+            Close::Shutdown => (Some(ReasonCode::ServerShuttingDown), false, false),
+        };
+        if let Some(code) = server_reason {
+            if v5 {
+                self.send(&Packet::Disconnect(Disconnect {
+                    reason: code,
+                    properties: Properties::default(),
+                }));
+            }
+        }
+        if !self.out.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = wr.write_all(&self.out).await;
+                let _ = wr.flush().await;
+            })
+            .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+        self.counts.flush(&self.router.metrics);
+
+        let will = if will_ok { self.will.take() } else { None };
+        if let Close::TakenOver { .. } = close {
+            if let (Some(w), true) = (will, publish_will_now) {
+                self.router.publish_will(&self.state.client_id, w);
+            }
+            return;
+        }
+        // Detach: park or drop the session.
+        let session = self.session.clone();
+        let expiry = self.state.expiry_interval;
+        let mut slot = session.slot.lock();
+        if slot.conn.as_ref().map(|h| h.id) != Some(self.conn_id) {
+            return;
+        }
+        slot.conn = None;
+        session.online.store(false, Ordering::Relaxed);
+        let generation = slot.generation;
+        let ends_now = expiry == 0;
+        let will_now = publish_will_now || (will.is_some() && (ends_now || self.will_delay == 0));
+        if ends_now {
+            let state = std::mem::replace(
+                &mut self.state,
+                Box::new(SessionState::new(
+                    session.client_id.clone(),
+                    self.version,
+                    0,
+                )),
+            );
+            // Under the slot lock, so that a connection racing for this client id either
+            // attached before (and we returned above) or sees `dead` and starts afresh.
+            slot.dead = true;
+            self.router.drop_session_state(&session, &state);
+            self.router.registry.remove_if_same(&session);
+            drop(slot);
+            self.router.redeliver_shared(&session, &state);
+        } else {
+            let state = std::mem::replace(
+                &mut self.state,
+                Box::new(SessionState::new(
+                    session.client_id.clone(),
+                    self.version,
+                    0,
+                )),
+            );
+            slot.parked = Some(state);
+            drop(slot);
+            crate::timers::schedule_expiry(&self.router, &session, generation, expiry);
+        }
+        if let Some(w) = will {
+            if will_now {
+                self.router.publish_will(&session.client_id, w);
+            } else {
+                let delay = self.will_delay.min(expiry);
+                crate::timers::schedule_will(&self.router, &session, generation, delay, w);
+            }
+        }
+    }
+}
+
+fn pubresp_rel(packet_id: u16, reason: ReasonCode, _v5: bool) -> Packet {
+    Packet::PubRel(PubResp {
+        packet_id,
+        reason,
+        properties: Properties::default(),
+    })
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Configured topic limits (M3): level count and byte length.
+pub(crate) fn topic_within_limits(topic: &str, cfg: &rampart_config::Config) -> bool {
+    topic.len() <= usize::from(cfg.mqtt.max_topic_length)
+        && topic.split('/').count() <= usize::from(cfg.mqtt.max_topic_levels)
+}

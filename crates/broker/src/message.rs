@@ -1,0 +1,75 @@
+//! The routed message: one `Arc<Message>` is shared by every subscriber it reaches, so the
+//! payload and topic are never copied per subscriber.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use rampart_codec::{Properties, QoS};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug)]
+pub struct Message {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    /// QoS as published; each subscriber gets min(this, granted).
+    pub qos: QoS,
+    /// Retain flag as published (for retain-as-published and the retained store).
+    pub retain: bool,
+    /// The properties forwarded unchanged to subscribers: payload format indicator, content
+    /// type, response topic, correlation data, user properties. Never topic alias, message
+    /// expiry (recomputed per delivery) or subscription identifiers (per subscriber).
+    pub properties: Properties,
+    /// Absolute expiry from the Message Expiry Interval, if any.
+    pub expires_at: Option<Instant>,
+    /// Publishing client id, for No Local ([MQTT-3.8.3-3]); `None` for broker-made messages.
+    pub publisher: Option<Arc<str>>,
+}
+
+impl Message {
+    pub fn is_expired(&self, now: Instant) -> bool {
+        matches!(self.expires_at, Some(t) if t <= now)
+    }
+
+    /// Remaining whole seconds of the message expiry interval, for forwarding ([MQTT-3.3.2-6]).
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|t| {
+            let left = t.saturating_duration_since(now);
+            // Round up so that a message forwarded with time left never shows 0 (= no expiry).
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            secs.clamp(1, u64::from(u32::MAX)) as u32
+        })
+    }
+
+    /// Approximate memory held, for queue byte caps.
+    pub fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + 128
+    }
+
+    /// Keep only the properties a subscriber may see.
+    pub fn forwarded_properties(p: &Properties) -> Properties {
+        Properties {
+            payload_format_indicator: p.payload_format_indicator,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.clone(),
+            user_properties: p.user_properties.clone(),
+            ..Properties::default()
+        }
+    }
+}
+
+/// One message on its way to one session, with that subscriber's view of it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// min(published QoS, granted QoS) over all matching subscriptions of this session.
+    pub qos: QoS,
+    /// Retain flag to send: set for retained messages sent at subscribe, or kept from the
+    /// publisher when the subscription asked for Retain As Published.
+    pub retain: bool,
+    /// Subscription identifiers of every matching subscription (v5).
+    pub subscription_ids: Vec<u32>,
+    /// Set when the delivery came through a shared subscription, so it can be handed to
+    /// another member if this session goes away before acknowledging it.
+    pub shared_group: Option<Arc<str>>,
+}

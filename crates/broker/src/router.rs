@@ -1,0 +1,307 @@
+//! Shared broker state and the publish path: match subscribers in the read-mostly index and
+//! push one shared `Arc<Message>` into each matching session's bounded queue.
+
+use crate::message::{Delivery, Message};
+use crate::metrics::Metrics;
+use crate::session::{Registry, SessionShared};
+use rampart_codec::{QoS, SubscriptionOptions};
+use rampart_config::Config;
+use rampart_config::SharedStrategy as CfgStrategy;
+use rampart_core::index::{SharedStrategy, SubscriptionIndex};
+use rampart_core::retained::RetainedIndex;
+use rampart_core::topic::TopicFilter;
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the index stores per subscription: the session handle itself, so that routing a
+/// message never looks a client id up in the registry.
+#[derive(Debug, Clone)]
+pub struct SubEntry {
+    pub session: Arc<SessionShared>,
+    pub options: SubscriptionOptions,
+    pub subscription_id: Option<u32>,
+}
+
+pub type SubKey = Arc<str>;
+
+pub struct Router {
+    pub cfg: Arc<Config>,
+    pub registry: Registry,
+    pub subs: SubscriptionIndex<SubKey, SubEntry>,
+    pub retained: RetainedIndex<Arc<Message>>,
+    pub metrics: Metrics,
+    pub started: Instant,
+    strategy: SharedStrategy,
+}
+
+/// One matched session while merging overlapping subscriptions of a publish.
+struct Target {
+    session: Arc<SessionShared>,
+    qos: QoS,
+    retain: bool,
+    subscription_ids: Vec<u32>,
+}
+
+thread_local! {
+    // Reused per worker thread so that a publish does not allocate its match list.
+    static TARGETS: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Router {
+    pub fn new(cfg: Arc<Config>) -> Self {
+        Router {
+            registry: Registry::default(),
+            subs: SubscriptionIndex::new(),
+            retained: RetainedIndex::new(),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            strategy: match cfg.mqtt.shared_subscription_strategy {
+                CfgStrategy::RoundRobin => SharedStrategy::RoundRobin,
+                CfgStrategy::Random => SharedStrategy::Random,
+                CfgStrategy::HashClientId => SharedStrategy::HashClientId,
+                CfgStrategy::HashTopic => SharedStrategy::HashTopic,
+                CfgStrategy::Sticky => SharedStrategy::Sticky,
+            },
+            cfg,
+        }
+    }
+
+    /// Route a message to every matching session. Returns the number of sessions it was
+    /// queued for.
+    pub fn publish(&self, msg: &Arc<Message>) -> usize {
+        let now = Instant::now();
+        if msg.is_expired(now) {
+            return 0;
+        }
+        let strategy = self.strategy;
+        let publisher = msg.publisher.as_deref().unwrap_or("");
+        let mut delivered = 0;
+        TARGETS.with(|cell| {
+            let mut targets = match cell.try_borrow_mut() {
+                Ok(t) => t,
+                // Re-entrant publish (cannot happen today); nothing sensible to do.
+                Err(_) => return,
+            };
+            targets.clear();
+            self.subs.for_each_match_all(
+                &msg.topic,
+                |client, entry| {
+                    if entry.options.no_local && msg.publisher.as_deref() == Some(&**client) {
+                        return;
+                    }
+                    targets.push(Target {
+                        session: entry.session.clone(),
+                        qos: msg.qos.min(entry.options.qos),
+                        retain: entry.options.retain_as_published && msg.retain,
+                        subscription_ids: entry.subscription_id.into_iter().collect(),
+                    });
+                },
+                |group| {
+                    // One member per shared subscription, preferring connected members
+                    // ([MQTT-4.8.2-?]); delivered at once, outside the merge below.
+                    let chosen = group.choose(strategy, publisher, |_, e: &SubEntry| {
+                        e.session.online.load(Ordering::Relaxed)
+                    });
+                    if let Some((_, entry)) = chosen {
+                        if self.deliver(
+                            &entry.session,
+                            msg,
+                            msg.qos.min(entry.options.qos),
+                            entry.options.retain_as_published && msg.retain,
+                            entry.subscription_id.into_iter().collect(),
+                            Some(Arc::from(group.group())),
+                        ) {
+                            delivered += 1;
+                        }
+                    }
+                },
+            );
+            // Overlapping subscriptions of one session become one delivery at the highest
+            // granted QoS carrying every subscription identifier ([MQTT-3.3.4-2], [MQTT-3.3.4-3]).
+            if targets.len() > 1 {
+                targets.sort_unstable_by_key(|t| Arc::as_ptr(&t.session) as usize);
+            }
+            let mut i = 0;
+            while i < targets.len() {
+                let mut j = i + 1;
+                while j < targets.len() && Arc::ptr_eq(&targets[j].session, &targets[i].session) {
+                    j += 1;
+                }
+                if j - i > 1 {
+                    let (head, tail) = targets.split_at_mut(i + 1);
+                    let t = &mut head[i];
+                    for other in &tail[..j - i - 1] {
+                        t.qos = t.qos.max(other.qos);
+                        t.retain |= other.retain;
+                        t.subscription_ids
+                            .extend_from_slice(&other.subscription_ids);
+                    }
+                }
+                let t = &mut targets[i];
+                if self.deliver(
+                    &t.session,
+                    msg,
+                    t.qos,
+                    t.retain,
+                    std::mem::take(&mut t.subscription_ids),
+                    None,
+                ) {
+                    delivered += 1;
+                }
+                i = j;
+            }
+            targets.clear();
+        });
+        delivered
+    }
+
+    fn deliver(
+        &self,
+        session: &SessionShared,
+        msg: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: Vec<u32>,
+        shared_group: Option<Arc<str>>,
+    ) -> bool {
+        // Offline sessions keep QoS 1 and 2 only; QoS 0 is for whoever is listening now.
+        if qos == QoS::AtMostOnce && !session.online.load(Ordering::Relaxed) {
+            return false;
+        }
+        let d = Delivery {
+            msg: msg.clone(),
+            qos,
+            retain,
+            subscription_ids,
+            shared_group,
+        };
+        match session.push(d) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Store, replace or delete (empty payload) a retained message ([MQTT-3.3.1-5..7]).
+    /// Returns false when the retained store is full.
+    pub fn retain(&self, msg: &Arc<Message>) -> bool {
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+            return true;
+        }
+        if self.retained.len() as u64 >= self.cfg.mqtt.retained_max_count
+            && self.retained.get(&msg.topic).is_none()
+        {
+            return false;
+        }
+        self.retained.insert(&msg.topic, msg.clone());
+        true
+    }
+
+    /// Retained messages matching `filter`, unexpired, for delivery at subscribe time.
+    pub fn retained_for(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.retained.for_each_match(filter, |_, m| {
+            if !m.is_expired(now) {
+                out.push(m.clone());
+            }
+        });
+        out
+    }
+}
+
+impl Router {
+    /// Remove a session's subscriptions from the index and empty its queue; used when a
+    /// session ends (clean start, expiry 0, expiry timer).
+    pub fn drop_session_state(
+        &self,
+        session: &SessionShared,
+        state: &crate::session::SessionState,
+    ) {
+        for (group, filter) in state.subscriptions.keys() {
+            if let Ok(parsed) = rampart_core::topic::parse_subscription(filter) {
+                self.subs
+                    .unsubscribe(&parsed.filter, group.as_deref(), &session.client_id);
+            }
+        }
+        session.clear_queue();
+    }
+
+    /// QoS 1/2 messages that reached a departing session through a shared subscription and
+    /// were not acknowledged go to another member of the group.
+    pub fn redeliver_shared(&self, session: &SessionShared, state: &crate::session::SessionState) {
+        let mut pending: Vec<Delivery> = session
+            .clear_queue()
+            .into_iter()
+            .filter(|d| d.shared_group.is_some() && d.qos != QoS::AtMostOnce)
+            .collect();
+        for id in &state.outbound_order {
+            if let Some(crate::session::OutFlight::Publish(d)) = state.outbound.get(id) {
+                if d.shared_group.is_some() {
+                    pending.push(d.clone());
+                }
+            }
+        }
+        for d in pending {
+            let group = match &d.shared_group {
+                Some(g) => g.clone(),
+                None => continue,
+            };
+            let mut target: Option<SubEntry> = None;
+            self.subs.for_each_shared_match(&d.msg.topic, |m| {
+                if target.is_some() || m.group() != &*group {
+                    return;
+                }
+                if let Some((_, e)) = m.choose(self.strategy, "", |_, e: &SubEntry| {
+                    e.session.client_id != session.client_id
+                        && e.session.online.load(Ordering::Relaxed)
+                }) {
+                    if e.session.online.load(Ordering::Relaxed)
+                        && e.session.client_id != session.client_id
+                    {
+                        target = Some(e.clone());
+                    }
+                }
+            });
+            if let Some(entry) = target {
+                let qos = d.msg.qos.min(entry.options.qos);
+                let redelivery = Delivery {
+                    msg: d.msg.clone(),
+                    qos,
+                    retain: d.retain,
+                    subscription_ids: entry.subscription_id.into_iter().collect(),
+                    shared_group: Some(group),
+                };
+                if entry.session.push(redelivery).is_err() {
+                    self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Publish a will message (and retain it if asked).
+    pub fn publish_will(&self, client_id: &Arc<str>, w: rampart_codec::Will) {
+        let now = Instant::now();
+        let msg = Arc::new(Message {
+            topic: w.topic,
+            payload: w.payload,
+            qos: w.qos,
+            retain: w.retain,
+            expires_at: w
+                .properties
+                .message_expiry_interval
+                .map(|s| now + std::time::Duration::from_secs(u64::from(s))),
+            properties: Message::forwarded_properties(&w.properties),
+            publisher: Some(client_id.clone()),
+        });
+        if msg.retain {
+            self.retain(&msg);
+        }
+        self.publish(&msg);
+    }
+}

@@ -1,0 +1,267 @@
+//! Sessions: the part that outlives a connection.
+//!
+//! A session is split in two so that the publish path never waits for a connection task:
+//! - [`SessionShared`] lives in the registry and in every subscription entry. Routers push
+//!   deliveries into its bounded queue under a per-session lock and wake the owning task.
+//! - [`SessionState`] (subscriptions, in-flight windows, packet ids) is owned by the connection
+//!   task while a client is connected, and parked in the slot while it is not. It is plain data
+//!   so that the store can persist it and a cluster can move it.
+
+use crate::message::Delivery;
+use parking_lot::Mutex;
+use rampart_codec::{ProtocolVersion, SubscriptionOptions};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+
+/// Why a queue refused a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRefusal {
+    Full,
+}
+
+/// The bounded queue of deliveries not yet written to the client.
+#[derive(Debug, Default)]
+pub struct Queue {
+    pub items: VecDeque<Delivery>,
+    /// Sum of `Message::cost` over `items`, checked against the byte cap.
+    pub bytes: usize,
+    /// Deliveries refused because the queue was full; reported in $SYS and logs.
+    pub dropped: u64,
+}
+
+/// Commands to a connection task from the rest of the broker.
+#[derive(Debug)]
+pub enum Control {
+    /// Another connection with the same client id arrived: park the session state in the slot,
+    /// send DISCONNECT 0x8E (v5), close, then reply. `session_ends` tells whether the newcomer
+    /// asked for a clean start (then the old session, and its will delay, end now).
+    TakeOver {
+        session_ends: bool,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+#[derive(Debug)]
+pub struct ConnHandle {
+    pub id: u64,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+/// Registry-side record of one client id.
+#[derive(Debug, Default)]
+pub struct Slot {
+    pub conn: Option<ConnHandle>,
+    /// The session while no connection owns it.
+    pub parked: Option<Box<SessionState>>,
+    /// Bumped at every attach, so timers (expiry, will delay) set for an older
+    /// disconnection can tell that the client came back.
+    pub generation: u64,
+    /// Set when the session was removed from the registry: a connection that found this
+    /// handle just before must look the client id up again.
+    pub dead: bool,
+}
+
+#[derive(Debug)]
+pub struct SessionShared {
+    pub client_id: Arc<str>,
+    pub queue: Mutex<Queue>,
+    pub notify: Notify,
+    /// True while a connection is attached; offline sessions do not queue QoS 0.
+    pub online: AtomicBool,
+    pub slot: Mutex<Slot>,
+    /// Caps, copied from the config at creation so that the publish path reads no config.
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+}
+
+impl SessionShared {
+    pub fn new(client_id: Arc<str>, max_queued_messages: usize, max_queued_bytes: usize) -> Self {
+        SessionShared {
+            client_id,
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            online: AtomicBool::new(false),
+            slot: Mutex::new(Slot::default()),
+            max_queued_messages,
+            max_queued_bytes,
+        }
+    }
+
+    /// Queue one delivery and wake the owner. Overflow policy: the newest delivery is
+    /// refused and counted (the queue keeps the oldest, which preserves order per topic).
+    pub fn push(&self, d: Delivery) -> Result<(), QueueRefusal> {
+        let cost = d.msg.cost();
+        {
+            let mut q = self.queue.lock();
+            if q.items.len() >= self.max_queued_messages || q.bytes + cost > self.max_queued_bytes {
+                q.dropped += 1;
+                return Err(QueueRefusal::Full);
+            }
+            q.bytes += cost;
+            q.items.push_back(d);
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Push to the front, for deliveries handed back (shared-subscription redelivery).
+    pub fn push_front(&self, d: Delivery) {
+        {
+            let mut q = self.queue.lock();
+            q.bytes += d.msg.cost();
+            q.items.push_front(d);
+        }
+        self.notify.notify_one();
+    }
+
+    pub fn clear_queue(&self) -> Vec<Delivery> {
+        let mut q = self.queue.lock();
+        q.bytes = 0;
+        q.items.drain(..).collect()
+    }
+}
+
+/// One subscription as the session remembers it (the index holds the routing copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubRecord {
+    pub options: SubscriptionOptions,
+    pub subscription_id: Option<u32>,
+}
+
+/// Outbound QoS 1/2 message waiting for the client.
+#[derive(Debug, Clone)]
+pub enum OutFlight {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Publish(Delivery),
+    /// PUBREC received, PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// The session state that survives disconnection: plain data, persisted by the store.
+#[derive(Debug)]
+pub struct SessionState {
+    pub client_id: Arc<str>,
+    pub protocol: ProtocolVersion,
+    /// Seconds; 0 ends the session with the connection; u32::MAX never expires.
+    pub expiry_interval: u32,
+    /// Key: (share group, filter) as subscribed.
+    pub subscriptions: HashMap<(Option<Arc<str>>, Arc<str>), SubRecord>,
+    /// Ordered by packet id allocation order is not needed: resend order is by insertion,
+    /// tracked with `outbound_order`.
+    pub outbound: BTreeMap<u16, OutFlight>,
+    /// Packet ids in the order they were sent, for in-order resend ([MQTT-4.6.0-1]).
+    pub outbound_order: VecDeque<u16>,
+    /// Inbound QoS 2 packet ids whose PUBREC was sent and whose PUBREL has not arrived: a
+    /// re-sent PUBLISH with one of these ids is not routed again (exactly once).
+    pub inbound_qos2: HashSet<u16>,
+    pub next_packet_id: u16,
+}
+
+impl SessionState {
+    pub fn new(client_id: Arc<str>, protocol: ProtocolVersion, expiry_interval: u32) -> Self {
+        SessionState {
+            client_id,
+            protocol,
+            expiry_interval,
+            subscriptions: HashMap::new(),
+            outbound: BTreeMap::new(),
+            outbound_order: VecDeque::new(),
+            inbound_qos2: HashSet::new(),
+            next_packet_id: 1,
+        }
+    }
+
+    /// Next free outbound packet id, skipping ids still in flight. `None` if all 65535 are
+    /// in use (cannot happen while the in-flight window is capped below that).
+    pub fn alloc_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let id = self.next_packet_id;
+            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.outbound.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    pub fn forget_outbound(&mut self, id: u16) {
+        self.outbound.remove(&id);
+        if self.outbound_order.front() == Some(&id) {
+            self.outbound_order.pop_front();
+        } else if let Some(pos) = self.outbound_order.iter().position(|x| *x == id) {
+            self.outbound_order.remove(pos);
+        }
+    }
+}
+
+/// All sessions by client id, sharded so that connects on different cores rarely contend.
+pub struct Registry {
+    shards: Vec<Mutex<HashMap<Arc<str>, Arc<SessionShared>>>>,
+    pub next_conn_id: AtomicU64,
+}
+
+const REGISTRY_SHARDS: usize = 64;
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..REGISTRY_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, id: &str) -> &Mutex<HashMap<Arc<str>, Arc<SessionShared>>> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+        id.hash(&mut h);
+        &self.shards[(h.finish() as usize) % REGISTRY_SHARDS]
+    }
+
+    pub fn get_or_create(
+        &self,
+        id: &str,
+        make: impl FnOnce() -> SessionShared,
+    ) -> Arc<SessionShared> {
+        let mut m = self.shard(id).lock();
+        if let Some(s) = m.get(id) {
+            return s.clone();
+        }
+        let s = Arc::new(make());
+        m.insert(s.client_id.clone(), s.clone());
+        s
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<SessionShared>> {
+        self.shard(id).lock().get(id).cloned()
+    }
+
+    /// Remove `s` only if it is still the registered session for its client id.
+    pub fn remove_if_same(&self, s: &Arc<SessionShared>) -> bool {
+        let mut m = self.shard(&s.client_id).lock();
+        match m.get(&*s.client_id) {
+            Some(cur) if Arc::ptr_eq(cur, s) => {
+                m.remove(&*s.client_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn alloc_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

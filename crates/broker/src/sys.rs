@@ -1,0 +1,94 @@
+//! $SYS topics, published as retained messages every `sys.interval_secs`.
+
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use bytes::Bytes;
+use rampart_codec::{Properties, QoS};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub async fn run(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
+    if !router.cfg.sys.enabled {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(router.cfg.sys.interval_secs.max(1)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => publish_all(&router),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn publish_all(r: &Router) {
+    let m = &r.metrics;
+    let connected = m.clients_connected.load(Ordering::Relaxed).max(0) as u64;
+    let sessions = r.registry.len() as u64;
+    let items: [(&str, String); 14] = [
+        ("$SYS/broker/version", format!("rampart {VERSION}")),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", r.started.elapsed().as_secs()),
+        ),
+        ("$SYS/broker/clients/connected", connected.to_string()),
+        (
+            "$SYS/broker/clients/total",
+            sessions.max(connected).to_string(),
+        ),
+        (
+            "$SYS/broker/clients/disconnected",
+            sessions.saturating_sub(connected).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            Metrics::get(&m.messages_received).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            Metrics::get(&m.messages_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/received",
+            Metrics::get(&m.publish_received).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/sent",
+            Metrics::get(&m.publish_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped",
+            Metrics::get(&m.publish_dropped).to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/received",
+            Metrics::get(&m.bytes_received).to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/sent",
+            Metrics::get(&m.bytes_sent).to_string(),
+        ),
+        ("$SYS/broker/subscriptions/count", r.subs.len().to_string()),
+        (
+            "$SYS/broker/retained messages/count",
+            r.retained.len().to_string(),
+        ),
+    ];
+    for (topic, value) in items {
+        let msg = Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from(value),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at: None,
+            publisher: None,
+        });
+        r.retain(&msg);
+        r.publish(&msg);
+    }
+}

@@ -533,13 +533,13 @@ impl Writer {
                 }
             };
             self.commit_group(writes, durable);
-            let flush_result = if durable || !self.dirty {
-                Ok(())
-            } else {
-                self.sync_now()
-            };
-            for r in flushes {
-                let _ = r.send(flush_result.clone());
+            if !flushes.is_empty() {
+                // A durable group commit already cleared `dirty`; otherwise (no writes in
+                // the group, or a failed one) sync what earlier groups left unsynced.
+                let flush_result = if self.dirty { self.sync_now() } else { Ok(()) };
+                for r in flushes {
+                    let _ = r.send(flush_result.clone());
+                }
             }
             if shutdown {
                 break;

@@ -13,7 +13,8 @@
 //!    by index: `RAMPART_MQTT__MAX_PACKET_SIZE=2048`, `RAMPART_LISTENERS__0__BIND=0.0.0.0:8883`,
 //!    `RAMPART_LISTENERS__0__TLS__CIPHERS=A,B` (lists are comma-separated). The text takes
 //!    the type of the field it lands on. Index `n` = current length appends a listener.
-//!    Unknown `RAMPART_` variables are errors, except [`RESERVED_ENV_VARS`].
+//!    Unknown `RAMPART_<SECTION>...` variables are errors, except [`RESERVED_ENV_VARS`];
+//!    other `RAMPART_` names without `__` that match no section are left alone.
 //! 2. The TOML file ([`Config::load`], [`Config::from_str`]), or nothing in zero-config mode
 //!    ([`Config::local_only`], [`Config::local_only_with_env`]).
 //! 3. Built-in defaults; without `[[listeners]]` the listeners are plain MQTT on
@@ -44,6 +45,18 @@ pub const ENV_PREFIX: &str = "RAMPART_";
 /// `RAMPART_` variables that are not config overrides (they belong to the command line) and
 /// are therefore not reported as unknown.
 pub const RESERVED_ENV_VARS: &[&str] = &["RAMPART_CONFIG", "RAMPART_LOG"];
+
+/// Top-level config sections; a `RAMPART_` variable without `__` that starts with one of
+/// these (e.g. `RAMPART_MQTT_MAX_PACKET_SIZE`) is reported as a misspelt override.
+pub const SECTIONS: &[&str] = &[
+    "node",
+    "log",
+    "listeners",
+    "mqtt",
+    "storage",
+    "sys",
+    "danger",
+];
 
 /// Config files larger than this are refused before parsing: a real config is a few KiB, and
 /// the parsed tree costs several times the text size.

@@ -238,6 +238,15 @@ pub(crate) fn apply_env(
             message,
         };
         if !rest.contains("__") {
+            // Only names that look like a misspelt override are errors (RAMPART_MQTT_X);
+            // other RAMPART_ variables (RAMPART_BIN for a test harness) belong to others.
+            let lower = rest.to_ascii_lowercase();
+            let looks_like_override = crate::SECTIONS
+                .iter()
+                .any(|s| lower == *s || lower.starts_with(&format!("{s}_")));
+            if !looks_like_override {
+                continue;
+            }
             errors.push(err(
                 String::new(),
                 format!(

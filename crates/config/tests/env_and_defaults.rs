@@ -106,6 +106,7 @@ fn bad_env_overrides_name_the_variable() {
         ("RAMPART_MQTT__MAX_PACKETSIZE", "1"),
         ("RAMPART_NOPE__X", "1"),
         ("RAMPART_DEBUG", "1"),
+        ("RAMPART_MQTT_MAX_QOS", "1"),
         ("RAMPART_MQTT____X", "1"),
         ("RAMPART_LISTENERS__5__BIND", "127.0.0.1:1"),
         ("RAMPART_LISTENERS__NAME", "x"),
@@ -117,11 +118,11 @@ fn bad_env_overrides_name_the_variable() {
     assert_eq!(
         got,
         [
-            "env RAMPART_DEBUG: unknown RAMPART_ variable; overrides are spelled RAMPART_<SECTION>__<KEY>, e.g. RAMPART_MQTT__MAX_PACKET_SIZE",
             "env RAMPART_LISTENERS__0__BIND: listeners[0].bind: \"0.0.0.0\" is not an IP:PORT address (examples: 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883)",
             "env RAMPART_LISTENERS__5__BIND: listeners[5].bind: index 5 is past the end of `listeners` (1 entries); the next new entry is 1",
             "env RAMPART_LISTENERS__NAME: listeners.name: `listeners` is a list: the segment after it must be an index such as 0",
             "env RAMPART_MQTT: unknown RAMPART_ variable; overrides are spelled RAMPART_<SECTION>__<KEY>, e.g. RAMPART_MQTT__MAX_PACKET_SIZE",
+            "env RAMPART_MQTT_MAX_QOS: unknown RAMPART_ variable; overrides are spelled RAMPART_<SECTION>__<KEY>, e.g. RAMPART_MQTT__MAX_PACKET_SIZE",
             "env RAMPART_MQTT__MAX_PACKETSIZE: mqtt.max_packetsize: unknown key; did you mean `max_packet_size`?",
             "env RAMPART_MQTT__MAX_PACKET_SIZE: mqtt.max_packet_size: expected an integer, found `big`",
             "env RAMPART_MQTT__MAX_QOS__X: mqtt.max_qos: expected an integer, found a table",
@@ -246,14 +247,14 @@ fn local_only_with_env() {
 #[test]
 fn syntax_error_and_env_errors_together() {
     let got = lines(
-        Config::from_str("[mqtt\n", "r.toml", &env(&[("RAMPART_X", "1")])).expect_err("fail"),
+        Config::from_str("[mqtt\n", "r.toml", &env(&[("RAMPART_MQTT_X", "1")])).expect_err("fail"),
     );
     assert_eq!(got.len(), 2);
     assert!(
         got[0].starts_with("r.toml:1: TOML syntax error: "),
         "{got:?}"
     );
-    assert!(got[1].starts_with("env RAMPART_X: unknown RAMPART_ variable"));
+    assert!(got[1].starts_with("env RAMPART_MQTT_X: unknown RAMPART_ variable"));
 }
 
 #[test]

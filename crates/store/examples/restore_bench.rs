@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rampart_store::{
-    MessageRecord, QueuedRecord, QueuedState, RedbStore, SessionRecord, Store, StoreOptions, SubscriptionRecord,
-    SyncMode, WriteBatch,
+    MessageRecord, QueuedRecord, QueuedState, RedbStore, SessionRecord, Store, StoreOptions,
+    SubscriptionRecord, SyncMode, WriteBatch,
 };
 
 fn arg(i: usize, default: u64) -> u64 {
-    std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 fn session(cid: String) -> SessionRecord {

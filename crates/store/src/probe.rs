@@ -179,3 +179,40 @@ pub(crate) fn verify_file(path: &Path) -> Result<(), StoreError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_reads_file_writes_memory_and_honours_set_len() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let original: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        std::fs::write(&path, &original).unwrap();
+        let o = OverlayBackend::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(o.len().unwrap(), 10_000);
+
+        // A write across a page boundary is read back; the file is untouched.
+        o.write(4090, &[0xee; 20]).unwrap();
+        let mut buf = vec![0u8; 30];
+        o.read(4085, &mut buf).unwrap();
+        assert_eq!(&buf[..5], &original[4085..4090]);
+        assert_eq!(&buf[5..25], &[0xee; 20]);
+        assert_eq!(&buf[25..], &original[4110..4115]);
+        assert_eq!(std::fs::read(&path).unwrap(), original);
+
+        // Reads past the end fail; growing exposes zeros, and a shrink hides the old tail.
+        assert!(o.read(9_999, &mut [0u8; 2]).is_err());
+        o.set_len(5_000).unwrap();
+        o.set_len(12_000).unwrap();
+        let mut tail = vec![1u8; 100];
+        o.read(5_000, &mut tail).unwrap();
+        assert_eq!(tail, vec![0u8; 100]);
+        o.read(4_990, &mut buf[..10]).unwrap();
+        assert_eq!(&buf[..10], &original[4_990..5_000]);
+        o.write(11_990, &[7; 20]).unwrap();
+        assert_eq!(o.len().unwrap(), 12_010);
+        assert_eq!(std::fs::read(&path).unwrap(), original);
+    }
+}

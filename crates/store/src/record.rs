@@ -146,12 +146,42 @@ pub(crate) fn decode<T: DeserializeOwned>(
         });
     }
     match postcard::take_from_bytes::<T>(body) {
-        Ok((v, rest)) if rest.is_empty() => Ok(v),
+        Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(StoreError::Corrupt {
             what: format!("{}: {} trailing bytes", what(), rest.len()),
         }),
         Err(e) => Err(StoreError::Corrupt {
             what: format!("{}: {e}", what()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn what() -> String {
+        "test record".to_string()
+    }
+
+    #[test]
+    fn round_trip_and_rejections() {
+        let state = QueuedState::PubrelPending { packet_id: 65535 };
+        let bytes = encode(&state).unwrap();
+        assert_eq!(bytes[0], RECORD_SCHEMA);
+        assert_eq!(decode::<QueuedState>(&bytes, &what).unwrap(), state);
+
+        let err = |b: &[u8]| match decode::<QueuedState>(b, &what) {
+            Err(StoreError::Corrupt { what }) => what,
+            other => panic!("{other:?}"),
+        };
+        assert!(err(&[]).contains("empty"));
+        let mut wrong = bytes.clone();
+        wrong[0] = RECORD_SCHEMA + 1;
+        assert!(err(&wrong).contains("schema"));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(err(&long).contains("trailing"));
+        assert!(err(&[RECORD_SCHEMA, 9]).contains("test record"));
     }
 }

@@ -61,7 +61,10 @@ fn map_storage(e: redb::StorageError, what: &str) -> StoreError {
         // The engine reports a bad header or a short file as these I/O kinds; a failing
         // disk shows up as other kinds (EIO and friends).
         redb::StorageError::Io(io)
-            if matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof) =>
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
         {
             StoreError::Corrupt {
                 what: format!("{what}: {io}"),

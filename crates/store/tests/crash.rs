@@ -49,9 +49,19 @@ fn crash_child() {
                 }
                 b.append_queued(cid.as_str(), queued(seq, format!("{t}:{seq}").as_bytes()));
                 if seq > 0 {
-                    b.set_queued_state(cid.as_str(), seq - 1, QueuedState::Inflight { packet_id: seq as u16 });
+                    b.set_queued_state(
+                        cid.as_str(),
+                        seq - 1,
+                        QueuedState::Inflight {
+                            packet_id: seq as u16,
+                        },
+                    );
                 }
-                b.put_kv("acks", format!("{t}/{seq}").into_bytes(), seq.to_le_bytes().to_vec());
+                b.put_kv(
+                    "acks",
+                    format!("{t}/{seq}").into_bytes(),
+                    seq.to_le_bytes().to_vec(),
+                );
                 b.put_retained(message(&format!("r/{t}"), &seq.to_le_bytes()));
                 store.write(b).wait_blocking().unwrap();
                 println!("ACK {t} {seq}");
@@ -80,7 +90,13 @@ fn crash_kill_9_keeps_every_acknowledged_batch() {
     for round in 0..4u64 {
         let target = 20 + jitter(round);
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -92,7 +108,9 @@ fn crash_kill_9_keeps_every_acknowledged_batch() {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let mut parts = line.strip_prefix("ACK ").unwrap_or("").split(' ');
-                if let (Some(Ok(t)), Some(Ok(seq))) = (parts.next().map(str::parse), parts.next().map(str::parse)) {
+                if let (Some(Ok(t)), Some(Ok(seq))) =
+                    (parts.next().map(str::parse), parts.next().map(str::parse))
+                {
                     if tx.send((t, seq)).is_err() {
                         break;
                     }
@@ -131,18 +149,44 @@ fn crash_kill_9_keeps_every_acknowledged_batch() {
             // Batches of one writer commit in order: what survives is a prefix, and it
             // reaches at least the last acknowledged seq.
             let seqs: Vec<u64> = s.queue.iter().map(|q| q.seq).collect();
-            let last = *seqs.last().unwrap_or_else(|| panic!("round {round}: {cid} queue empty"));
-            assert_eq!(seqs, (0..=last).collect::<Vec<_>>(), "round {round}: {cid} has gaps");
-            assert!(last >= *max, "round {round}: {cid} acked {max}, only {last} on disk");
+            let last = *seqs
+                .last()
+                .unwrap_or_else(|| panic!("round {round}: {cid} queue empty"));
+            assert_eq!(
+                seqs,
+                (0..=last).collect::<Vec<_>>(),
+                "round {round}: {cid} has gaps"
+            );
+            assert!(
+                last >= *max,
+                "round {round}: {cid} acked {max}, only {last} on disk"
+            );
             for q in &s.queue[..s.queue.len() - 1] {
-                assert_eq!(q.state, QueuedState::Inflight { packet_id: (q.seq + 1) as u16 });
+                assert_eq!(
+                    q.state,
+                    QueuedState::Inflight {
+                        packet_id: (q.seq + 1) as u16
+                    }
+                );
             }
-            assert_eq!(s.queue[0].message.payload.as_ref(), format!("{t}:0").as_bytes());
-            let kv = store.get_kv("acks", format!("{t}/{max}").as_bytes()).unwrap();
+            assert_eq!(
+                s.queue[0].message.payload.as_ref(),
+                format!("{t}:0").as_bytes()
+            );
+            let kv = store
+                .get_kv("acks", format!("{t}/{max}").as_bytes())
+                .unwrap();
             assert_eq!(kv.as_deref(), Some(&max.to_le_bytes()[..]));
-            let r = snap.retained.iter().find(|m| m.topic == format!("r/{t}")).unwrap();
+            let r = snap
+                .retained
+                .iter()
+                .find(|m| m.topic == format!("r/{t}"))
+                .unwrap();
             let seq = u64::from_le_bytes(r.payload.as_ref().try_into().unwrap());
-            assert!(seq >= *max && seq == last, "round {round}: retained r/{t} at {seq}");
+            assert!(
+                seq >= *max && seq == last,
+                "round {round}: retained r/{t} at {seq}"
+            );
         }
         let report = store.check().unwrap();
         assert!(report.is_ok(), "round {round}: {report:?}");

@@ -62,7 +62,11 @@ fn overwritten_record_bytes_are_reported_not_panicked_and_file_untouched() {
     let e = open_err(dir.path(), true);
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
     assert!(e.to_string().contains("damaged"), "{e}");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was modified");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file was modified"
+    );
 }
 
 #[test]
@@ -85,7 +89,11 @@ fn overwritten_middle_of_file_is_reported_and_file_untouched() {
         }
         Err(e) => {
             assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
-            assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was modified");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bytes,
+                "the file was modified"
+            );
         }
     }
 }
@@ -123,8 +131,15 @@ fn truncated_file_is_reported_and_untouched() {
         let keep = if keep == 0 { bytes.len() / 2 } else { keep };
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let e = open_err(dir.path(), true);
-        assert!(matches!(e, StoreError::Corrupt { .. }), "truncated to {keep}: {e:?}");
-        assert_eq!(std::fs::read(&path).unwrap(), &bytes[..keep], "truncated to {keep}: modified");
+        assert!(
+            matches!(e, StoreError::Corrupt { .. }),
+            "truncated to {keep}: {e:?}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            &bytes[..keep],
+            "truncated to {keep}: modified"
+        );
     }
 }
 

@@ -41,7 +41,10 @@ fn exercise(store: &dyn Store) {
     assert_eq!(s.sessions[0].queue[1], queued(2, b"two"));
     assert_eq!(s.sessions[0].inbound_qos2, vec![5, 300]);
     assert_eq!(s.sessions[1].queue, vec![queued(10, b"ten")]);
-    assert_eq!(s.retained, vec![message("r/1", b"ret1"), message("r/2", b"ret2")]);
+    assert_eq!(
+        s.retained,
+        vec![message("r/1", b"ret1"), message("r/2", b"ret2")]
+    );
     assert_eq!(s.kv.len(), 2);
     assert_eq!(
         s.kv[0],
@@ -111,7 +114,8 @@ fn exercise(store: &dyn Store) {
 
     // scan_kv keeps namespaces apart even when one is a prefix of another.
     commit(store, |b| {
-        b.put_kv("ban", &b"z"[..], &b"1"[..]).put_kv("bann", &b"a"[..], &b"2"[..]);
+        b.put_kv("ban", &b"z"[..], &b"1"[..])
+            .put_kv("bann", &b"a"[..], &b"2"[..]);
     });
     assert_eq!(
         store.scan_kv("ban").unwrap(),
@@ -177,7 +181,10 @@ fn overloaded_writer_fails_fast() {
     )
     .unwrap();
     let r = store.write(WriteBatch::new()).wait_blocking();
-    assert!(matches!(r, Err(rampart_store::StoreError::Overloaded { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(rampart_store::StoreError::Overloaded { .. })),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -185,7 +192,10 @@ fn second_open_of_same_dir_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _a = RedbStore::open(dir.path(), StoreOptions::default()).unwrap();
     let b = RedbStore::open(dir.path(), StoreOptions::default());
-    assert!(matches!(b, Err(rampart_store::StoreError::Locked { .. })), "{b:?}");
+    assert!(
+        matches!(b, Err(rampart_store::StoreError::Locked { .. })),
+        "{b:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -193,7 +203,8 @@ async fn group_commit_many_concurrent_writers() {
     const WRITERS: u64 = 32;
     const PER_WRITER: u64 = 50;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path(), StoreOptions::default()).unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(dir.path(), StoreOptions::default()).unwrap());
     let mut setup = WriteBatch::new();
     for w in 0..WRITERS {
         setup.put_session(session(&format!("w{w}")));
@@ -231,4 +242,40 @@ async fn group_commit_many_concurrent_writers() {
         let seqs: Vec<u64> = s.queue.iter().map(|q| q.seq).collect();
         assert_eq!(seqs, (0..PER_WRITER).collect::<Vec<_>>());
     }
+}
+
+#[test]
+fn periodic_mode_resolves_before_syncing_and_syncs_on_flush_and_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    // An interval no test run reaches: every sync below is caused by flush or drop.
+    let opts = StoreOptions {
+        sync: SyncMode::Periodic {
+            interval_ms: 3_600_000,
+        },
+        ..StoreOptions::default()
+    };
+    {
+        let store = RedbStore::open(dir.path(), opts.clone()).unwrap();
+        for seq in 0..10 {
+            commit(&store, |b| {
+                b.put_session(session("p"))
+                    .append_queued("p", queued(seq, b"x"));
+            });
+        }
+        let st = store.stats();
+        assert_eq!(st.syncs, 0, "{st:?}");
+        assert_eq!(st.batches_committed, 10);
+        // Unsynced commits are visible to reads at once.
+        assert_eq!(store.load_all().unwrap().sessions[0].queue.len(), 10);
+        store.flush().wait_blocking().unwrap();
+        assert_eq!(store.stats().syncs, 1);
+        store.flush().wait_blocking().unwrap();
+        assert_eq!(store.stats().syncs, 1, "nothing new to sync");
+        commit(&store, |b| {
+            b.append_queued("p", queued(10, b"x"));
+        });
+    }
+    // Dropping the store synced the last batch.
+    let store = RedbStore::open(dir.path(), opts).unwrap();
+    assert_eq!(store.load_all().unwrap().sessions[0].queue.len(), 11);
 }

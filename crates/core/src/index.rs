@@ -38,8 +38,9 @@
 //! # Memory per entry (64-bit)
 //! - per trie node: 56 bytes + the key in the parent's map (16 bytes `Box<str>` + the level's
 //!   bytes) + hash-table overhead (1 control byte per bucket, buckets at most 87.5% full);
-//! - per filter end with subscribers: a 56-byte leaf (a map and a `Vec`);
-//! - per non-shared subscription: `size_of::<(K, V)>()` in a hash table;
+//! - per filter end with subscribers: one boxed leaf of `max(size_of::<(K, V)>(), 32)` + 32
+//!   bytes; a single non-shared subscriber is stored inline in it (the common case of a
+//!   device's own topic), two or more in a hash table of `size_of::<(K, V)>()` per entry;
 //! - per shared group: ~120 bytes + its name + the `TopicFilter` (32 bytes, sharing the parsed
 //!   buffer); per member `size_of::<(K, V)>()` plus `size_of::<(K, usize)>()` in its position
 //!   map (for O(1) removal).
@@ -50,6 +51,7 @@
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -76,9 +78,89 @@ pub enum SharedStrategy {
     Sticky,
 }
 
+/// The non-shared subscribers of one filter. Most filters have exactly one subscriber (a
+/// device's own command topic), so that case is stored inline without a hash table.
+enum Plain<K, V> {
+    Empty,
+    One(K, V),
+    Many(Map<K, V>),
+}
+
+impl<K: Eq + Hash, V> Plain<K, V> {
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self {
+            Plain::Empty => {
+                *self = Plain::One(key, value);
+                None
+            }
+            Plain::One(k, v) if *k == key => Some(std::mem::replace(v, value)),
+            Plain::One(..) => {
+                let mut map = Map::default();
+                if let Plain::One(k, v) = std::mem::replace(self, Plain::Empty) {
+                    map.insert(k, v);
+                }
+                map.insert(key, value);
+                *self = Plain::Many(map);
+                None
+            }
+            Plain::Many(map) => map.insert(key, value),
+        }
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        match self {
+            Plain::Empty => None,
+            Plain::One(k, _) if k != key => None,
+            Plain::One(..) => match std::mem::replace(self, Plain::Empty) {
+                Plain::One(_, v) => Some(v),
+                _ => None,
+            },
+            Plain::Many(map) => {
+                let v = map.remove(key);
+                if map.len() <= 1 {
+                    // Back to the inline form: frees the table.
+                    let rest = std::mem::take(map);
+                    *self = Plain::Empty;
+                    for (k, v) in rest {
+                        *self = Plain::One(k, v);
+                    }
+                } else {
+                    shrink_map(map);
+                }
+                v
+            }
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        match self {
+            Plain::Empty => None,
+            Plain::One(k, v) => (k == key).then_some(v),
+            Plain::Many(map) => map.get(key),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Plain::Empty)
+    }
+
+    #[inline]
+    fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        match self {
+            Plain::Empty => {}
+            Plain::One(k, v) => f(k, v),
+            Plain::Many(map) => {
+                for (k, v) in map {
+                    f(k, v);
+                }
+            }
+        }
+    }
+}
+
 /// Subscriptions that end at one trie position: plain ones by key, and shared groups.
 struct Leaf<K, V> {
-    plain: Map<K, V>,
+    plain: Plain<K, V>,
     /// Usually zero or one group per filter: a `Vec` searched by name.
     shared: Vec<SharedGroup<K, V>>,
 }
@@ -86,13 +168,13 @@ struct Leaf<K, V> {
 impl<K, V> Default for Leaf<K, V> {
     fn default() -> Self {
         Leaf {
-            plain: Map::default(),
+            plain: Plain::Empty,
             shared: Vec::new(),
         }
     }
 }
 
-impl<K, V> Leaf<K, V> {
+impl<K: Eq + Hash, V> Leaf<K, V> {
     fn is_empty(&self) -> bool {
         self.plain.is_empty() && self.shared.is_empty()
     }
@@ -100,7 +182,8 @@ impl<K, V> Leaf<K, V> {
 
 /// One shared subscription `$share/{name}/{filter}` and its members.
 struct SharedGroup<K, V> {
-    name: Box<str>,
+    /// An `Arc` so the broker can tag each delivery with its group without allocating.
+    name: Arc<str>,
     filter: TopicFilter,
     /// Dense so that a choice is an index; reordered by `swap_remove` on leave.
     members: Vec<(K, V)>,
@@ -355,6 +438,11 @@ impl<'a, K, V> SharedGroupMatch<'a, K, V> {
         &self.group.name
     }
 
+    /// The share name as a shared `Arc` (clone it instead of allocating a copy).
+    pub fn group_arc(&self) -> &'a Arc<str> {
+        &self.group.name
+    }
+
     /// The filter of this shared subscription (a group name with two filters is two shared
     /// subscriptions, each delivering its own copy).
     pub fn filter(&self) -> &'a TopicFilter {
@@ -484,7 +572,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionIndex<K, V> {
                     Some(i) => &mut leaf.shared[i],
                     None => {
                         leaf.shared.push(SharedGroup {
-                            name: Box::from(name),
+                            name: Arc::from(name),
                             filter: filter.clone(),
                             members: Vec::new(),
                             positions: Map::default(),
@@ -517,11 +605,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionIndex<K, V> {
         let slot = root.slot(filter)?;
         let leaf = slot.as_deref_mut()?;
         let removed = match share_group {
-            None => {
-                let v = leaf.plain.remove(key);
-                shrink_map(&mut leaf.plain);
-                v
-            }
+            None => leaf.plain.remove(key),
             Some(name) => {
                 let i = leaf.shared.iter().position(|g| &*g.name == name)?;
                 let v = leaf.shared[i].remove(key);
@@ -600,9 +684,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionIndex<K, V> {
     /// `f` runs under a read lock: keep it short and do not call into this index from it.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
         self.walk_matches(topic, |leaf| {
-            for (k, v) in &leaf.plain {
-                f(k, v);
-            }
+            leaf.plain.for_each(&mut f);
         });
     }
 
@@ -629,9 +711,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionIndex<K, V> {
         mut shared: impl FnMut(&SharedGroupMatch<'_, K, V>),
     ) {
         self.walk_matches(topic, |leaf| {
-            for (k, v) in &leaf.plain {
-                plain(k, v);
-            }
+            leaf.plain.for_each(&mut plain);
             for group in &leaf.shared {
                 shared(&SharedGroupMatch { group, topic });
             }
@@ -651,9 +731,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionIndex<K, V> {
         mut deliver: impl FnMut(&K, &V, Option<&str>),
     ) {
         self.walk_matches(topic, |leaf| {
-            for (k, v) in &leaf.plain {
-                deliver(k, v, None);
-            }
+            leaf.plain.for_each(|k, v| deliver(k, v, None));
             for group in &leaf.shared {
                 let m = SharedGroupMatch { group, topic };
                 if let Some((k, v)) = m.choose(strategy, publisher_client_id, &mut available) {
@@ -675,7 +753,6 @@ impl<K: Eq + Hash + Clone, V> SubscriptionIndex<K, V> {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
-    use std::sync::Arc;
 
     fn f(s: &str) -> TopicFilter {
         TopicFilter::try_from(s).unwrap()
@@ -764,6 +841,29 @@ mod tests {
             plain_matches(&idx, "a/b"),
             vec![(1, 10), (1, 11), (1, 12), (2, 20)]
         );
+    }
+
+    #[test]
+    fn one_to_many_subscribers_and_back() {
+        let idx = SubscriptionIndex::new();
+        for order in [[1, 2, 3], [3, 2, 1], [2, 1, 3]] {
+            for k in 1..=3 {
+                assert_eq!(idx.subscribe(&f("x/y"), None, k, k * 10), None);
+            }
+            assert_eq!(idx.subscribe(&f("x/y"), None, 2, 21), Some(20));
+            assert_eq!(keys(&idx, "x/y"), vec![1, 2, 3]);
+            let mut left = vec![1, 2, 3];
+            for k in order {
+                assert!(idx.unsubscribe(&f("x/y"), None, &k).is_some());
+                assert!(idx.unsubscribe(&f("x/y"), None, &k).is_none());
+                left.retain(|&x| x != k);
+                assert_eq!(keys(&idx, "x/y"), left);
+                for &l in &left {
+                    assert!(idx.get(&f("x/y"), None, &l).is_some());
+                }
+            }
+            assert!(idx.is_structurally_empty());
+        }
     }
 
     #[test]

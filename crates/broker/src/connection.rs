@@ -822,8 +822,8 @@ impl Conn {
                 "[MQTT-3.3.2-4]",
             ));
         }
-        if p.topic.starts_with('$') {
-            // Clients may not write into broker topics ($SYS and friends): accept and drop.
+        if p.topic.starts_with("$SYS") {
+            // $SYS belongs to the broker: clients cannot write into it. Accept and drop.
             self.ack_publish(p.qos, p.packet_id, ReasonCode::Success);
             return Ok(());
         }

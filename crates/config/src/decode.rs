@@ -561,7 +561,7 @@ fn log_section(cx: &mut Cx, mut r: Reader) -> LogConfig {
 
 fn mqtt_section(cx: &mut Cx, mut r: Reader) -> MqttConfig {
     let d = MqttConfig::default();
-    let m = MqttConfig {
+    let mut m = MqttConfig {
         max_packet_size: r.range(cx, "max_packet_size", d.max_packet_size, 64, 268_435_455),
         max_topic_levels: r.range(cx, "max_topic_levels", d.max_topic_levels, 1, 128),
         max_topic_length: r.range(cx, "max_topic_length", d.max_topic_length, 1, u16::MAX),
@@ -644,18 +644,15 @@ fn mqtt_section(cx: &mut Cx, mut r: Reader) -> MqttConfig {
     // one if both), so that the line points at something the operator wrote.
     if m.server_keep_alive_when_zero > m.max_keep_alive {
         let (a, b) = (m.server_keep_alive_when_zero, m.max_keep_alive);
-        if r.has("server_keep_alive_when_zero") || !r.has("max_keep_alive") {
+        if r.has("server_keep_alive_when_zero") {
             r.cross(
                 cx,
                 "server_keep_alive_when_zero",
                 format!("{a} is larger than mqtt.max_keep_alive ({b})"),
             );
         } else {
-            r.cross(
-                cx,
-                "max_keep_alive",
-                format!("{b} is smaller than mqtt.server_keep_alive_when_zero ({a})"),
-            );
+            // Only the maximum was lowered: the default for keep-alive-0 clients follows it.
+            m.server_keep_alive_when_zero = b;
         }
     }
     if m.max_queued_bytes < u64::from(m.max_packet_size) {

@@ -38,7 +38,7 @@ pub use batch::{Op, WriteBatch};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use record::{MessageRecord, QueuedRecord, QueuedState, SessionRecord, SubscriptionRecord};
-pub use redb_store::{RedbStore, FILE_NAME, FORMAT_VERSION};
+pub use redb_store::{OpenInfo, RedbStore, FILE_NAME, FORMAT_VERSION};
 
 /// The persistence interface. Object safe: the broker holds an `Arc<dyn Store>`.
 ///

@@ -11,9 +11,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use redb::{Builder, DatabaseError, StorageBackend};
+use redb::{Builder, Database, DatabaseError, StorageBackend};
 
 use crate::redb_store::map_db_error;
 use crate::StoreError;
@@ -147,28 +148,49 @@ impl StorageBackend for OverlayBackend {
     }
 }
 
-/// Verifies every page checksum of the committed trees of a cleanly closed store file,
-/// without modifying it. Reads the whole file once.
-pub(crate) fn verify_file(path: &Path) -> Result<(), StoreError> {
+pub(crate) struct Probe {
+    /// Recovery had to fall back to the previous commit.
+    pub rolled_back: bool,
+}
+
+/// Verifies every page checksum of the committed trees of the store file, then runs
+/// `inspect` on the result, all without modifying the file. Reads the whole file once.
+///
+/// `allow_rollback`: for a file left by a crash, falling back to the previous commit when
+/// the newest one is torn is what recovery is for; for a cleanly closed file it would mean
+/// damage, and is refused.
+pub(crate) fn verify_file(
+    path: &Path,
+    allow_rollback: bool,
+    inspect: &dyn Fn(&Database) -> Result<(), StoreError>,
+) -> Result<Probe, StoreError> {
     let file =
         File::open(path).map_err(|e| StoreError::io("opening the store to verify it", &e))?;
     let backend =
         OverlayBackend::new(file).map_err(|e| StoreError::io("reading the store size", &e))?;
+    let rolled_back = Arc::new(AtomicBool::new(false));
     let mut builder = Builder::new();
     builder.set_check_integrity_on_open(true);
     builder.set_cache_size(32 * 1024 * 1024);
-    // Progress 0.3 is reported only when the newest commit fails verification; going on
-    // would roll back to the previous commit, which for a cleanly closed file means damage.
-    builder.set_repair_callback(|s| {
+    // The engine reports progress in [0.3, 0.6) only when the newest commit fails
+    // verification and it is about to fall back to the previous one.
+    let flag = rolled_back.clone();
+    builder.set_repair_callback(move |s| {
         if (0.3..0.6).contains(&s.progress()) {
-            s.abort();
+            flag.store(true, Ordering::Relaxed);
+            if !allow_rollback {
+                s.abort();
+            }
         }
     });
     let opened = catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(backend)));
     match opened {
         Ok(Ok(db)) => {
+            inspect(&db)?;
             drop(db);
-            Ok(())
+            Ok(Probe {
+                rolled_back: rolled_back.load(Ordering::Relaxed),
+            })
         }
         Ok(Err(DatabaseError::RepairAborted)) => Err(StoreError::Corrupt {
             what: "the newest commit fails its page checksums".to_string(),

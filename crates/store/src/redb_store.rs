@@ -150,6 +150,21 @@ pub struct RedbStore {
     tx: mpsc::Sender<Msg>,
     writer: Mutex<Option<JoinHandle<()>>>,
     opts: StoreOptions,
+    info: OpenInfo,
+}
+
+/// What happened while opening, for the broker to log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenInfo {
+    /// The store was not closed cleanly (crash, kill -9, power loss) and was recovered.
+    pub recovered_from_crash: bool,
+    /// Recovery found the newest commit torn (power loss during its fsync) and used the
+    /// previous one. That commit was never acknowledged in `SyncMode::Always`, since its
+    /// fsync had not returned; in periodic mode it bounds the loss window. Only detected
+    /// when `verify_on_open` is set.
+    pub rolled_back_torn_commit: bool,
+    /// Every page checksum was verified before use.
+    pub verified: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -216,28 +231,35 @@ impl RedbStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(StoreError::io("reading the store file metadata", &e)),
         };
+        let mut info = OpenInfo::default();
         if existing {
-            // Look before writing: a read-only open never modifies the file, and refuses a
-            // file that needs crash recovery (RepairAborted), which the writable open does.
+            // Look before writing: a read-only open never modifies the file, and refuses
+            // (RepairAborted) a file left by a crash, which needs the engine's recovery.
             let ro = guarded("opening the store read-only", || {
-                Builder::new()
+                Ok(Builder::new()
                     .set_cache_size(16 * 1024 * 1024)
-                    .open_read_only(&path)
-                    .map_err(|e| map_db_error(e, &display))
-            });
+                    .open_read_only(&path))
+            })?;
             match ro {
                 Ok(ro) => {
                     Self::check_format_ro(&ro)?;
                     if opts.verify_on_open {
-                        crate::probe::verify_file(&path)?;
+                        crate::probe::verify_file(&path, false, &Self::check_format_db)?;
+                        info.verified = true;
                     }
                     ro.close().ctx("closing the read-only handle")?;
                 }
-                Err(StoreError::Backend { .. }) => {
-                    // Either RepairAborted (an unclean shutdown: recovered below) or an
-                    // engine-specific refusal the writable open reports again precisely.
+                Err(DatabaseError::RepairAborted) => {
+                    info.recovered_from_crash = true;
+                    if opts.verify_on_open {
+                        // Rehearse the recovery in memory first, so that a store that cannot
+                        // be recovered, or has the wrong version, is reported untouched.
+                        let p = crate::probe::verify_file(&path, true, &Self::check_format_db)?;
+                        info.rolled_back_torn_commit = p.rolled_back;
+                        info.verified = true;
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(map_db_error(e, &display)),
             }
         }
         let db = guarded("opening the store", || {
@@ -270,6 +292,16 @@ impl RedbStore {
             tx,
             writer: Mutex::new(Some(writer)),
             opts,
+            info,
+        })
+    }
+
+    fn check_format_db(db: &Database) -> Result<(), StoreError> {
+        guarded("reading the store header", || {
+            let txn = db.begin_read().ctx("beginning a read")?;
+            let found = read_format(&txn)?;
+            expect_format(found, has_tables(&txn)?)?;
+            Ok(())
         })
     }
 
@@ -335,7 +367,7 @@ impl RedbStore {
                 })
         })?;
         Self::check_format_ro(&ro)?;
-        crate::probe::verify_file(&path)?;
+        crate::probe::verify_file(&path, false, &Self::check_format_db)?;
         guarded("checking the store", || {
             let txn = ro.begin_read().ctx("beginning a read")?;
             let mut report = CheckReport::default();
@@ -346,6 +378,10 @@ impl RedbStore {
             .run(&txn, &mut Snapshot::default())?;
             Ok(report)
         })
+    }
+
+    pub fn open_info(&self) -> OpenInfo {
+        self.info
     }
 
     pub fn path(&self) -> &Path {

@@ -16,7 +16,9 @@ use common::{message, queued, session};
 use rampart_store::{QueuedState, RedbStore, Store, StoreOptions, WriteBatch};
 
 const DIR_ENV: &str = "RAMPART_STORE_CRASH_DIR";
+const MARKER_ENV: &str = "RAMPART_STORE_CRASH_MARKER";
 const WRITERS: u64 = 4;
+const MARKER: &[u8] = b"MARKER-crash-9b1e-payload-that-is-unique";
 
 #[test]
 #[ignore = "child process of crash_kill_9_keeps_every_acknowledged_batch"]
@@ -26,6 +28,12 @@ fn crash_child() {
     };
     let store = Arc::new(RedbStore::open(dir.as_ref(), StoreOptions::default()).unwrap());
     let snap = store.load_all().unwrap();
+    if std::env::var_os(MARKER_ENV).is_some() {
+        let mut b = WriteBatch::new();
+        b.put_session(session("marker"))
+            .append_queued("marker", queued(0, MARKER));
+        store.write(b).wait_blocking().unwrap();
+    }
     let mut handles = Vec::new();
     for t in 0..WRITERS {
         let cid = format!("c{t}");
@@ -84,53 +92,11 @@ fn jitter(round: u64) -> u64 {
 #[test]
 fn crash_kill_9_keeps_every_acknowledged_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut max_acked: HashMap<u64, u64> = HashMap::new();
     let mut total_acks = 0u64;
     for round in 0..4u64 {
         let target = 20 + jitter(round);
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<(u64, u64)>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut parts = line.strip_prefix("ACK ").unwrap_or("").split(' ');
-                if let (Some(Ok(t)), Some(Ok(seq))) =
-                    (parts.next().map(str::parse), parts.next().map(str::parse))
-                {
-                    if tx.send((t, seq)).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut acks = Vec::new();
-        while (acks.len() as u64) < target {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(a) => acks.push(a),
-                Err(e) => panic!("child stopped acknowledging after {} acks: {e}", acks.len()),
-            }
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        // Lines already in the pipe were printed after their commit resolved: acked too.
-        reader.join().unwrap();
-        acks.extend(rx.try_iter());
+        let acks = run_child_and_kill(dir.path(), target, false);
         total_acks += acks.len() as u64;
         for (t, seq) in acks {
             let m = max_acked.entry(t).or_insert(0);
@@ -138,6 +104,12 @@ fn crash_kill_9_keeps_every_acknowledged_batch() {
         }
 
         let store = RedbStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let info = store.open_info();
+        assert!(info.recovered_from_crash && info.verified, "{info:?}");
+        assert!(
+            !info.rolled_back_torn_commit,
+            "a process crash cannot tear a commit: {info:?}"
+        );
         let snap = store.load_all().unwrap();
         for (t, max) in &max_acked {
             let cid = format!("c{t}");
@@ -192,4 +164,84 @@ fn crash_kill_9_keeps_every_acknowledged_batch() {
         assert!(report.is_ok(), "round {round}: {report:?}");
     }
     assert!(total_acks >= 80, "{total_acks}");
+}
+
+/// Runs the child on `dir`, SIGKILLs it once it acknowledged `target` batches, and returns
+/// every acknowledgement it printed.
+fn run_child_and_kill(dir: &std::path::Path, target: u64, marker: bool) -> Vec<(u64, u64)> {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "crash_child",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(DIR_ENV, dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if marker {
+        cmd.env(MARKER_ENV, "1");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<(u64, u64)>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let mut parts = line.strip_prefix("ACK ").unwrap_or("").split(' ');
+            if let (Some(Ok(t)), Some(Ok(seq))) =
+                (parts.next().map(str::parse), parts.next().map(str::parse))
+            {
+                if tx.send((t, seq)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut acks = Vec::new();
+    while (acks.len() as u64) < target {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(a) => acks.push(a),
+            Err(e) => panic!("child stopped acknowledging after {} acks: {e}", acks.len()),
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Lines already in the pipe were printed after their commit resolved: acked too.
+    reader.join().unwrap();
+    acks.extend(rx.try_iter());
+    acks
+}
+
+#[test]
+fn damage_found_while_recovering_from_a_crash_is_reported_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    run_child_and_kill(dir.path(), 20, true);
+    let path = dir.path().join(rampart_store::FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let hits: Vec<usize> = bytes
+        .windows(MARKER.len())
+        .enumerate()
+        .filter(|(_, w)| *w == MARKER)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!hits.is_empty());
+    for at in hits {
+        bytes[at..at + MARKER.len()].fill(b'Z');
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let e = RedbStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(e, rampart_store::StoreError::Corrupt { .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file was modified"
+    );
 }

@@ -203,7 +203,7 @@ fn decode_connect_rest(r: &mut Reader, version: ProtocolVersion) -> Result<Conne
         };
         let topic = r.topic_name("will topic")?;
         if topic.is_empty() {
-            return Err(K::EmptyTopicName);
+            return Err(K::EmptyWillTopic);
         }
         let payload = r.binary("will payload")?;
         Some(Will {

@@ -52,6 +52,7 @@ impl DecodeError {
             | AuthDataWithoutMethod
             | ResponseTopicWildcard
             | EmptyTopicName
+            | EmptyWillTopic
             | SessionPresentWithError
             | NoTopicFilters
             | NoUnsubscribeFilters
@@ -120,6 +121,7 @@ impl DecodeError {
             TopicNameWildcard => "[MQTT-3.3.2-2]",
             EmptyTopicName if v3 => "[MQTT-4.7.3-1]",
             EmptyTopicName => "[MQTT-3.3.2-1]",
+            EmptyWillTopic => "[MQTT-4.7.3-1]",
             ConnAckReservedFlags => "[MQTT-3.2.2-1]",
             SessionPresentWithError if v3 => "[MQTT-3.2.2-4]",
             SessionPresentWithError => "[MQTT-3.2.2-6]",
@@ -238,6 +240,8 @@ pub enum DecodeErrorKind {
     TopicNameWildcard,
     #[error("empty topic name (without a topic alias)")]
     EmptyTopicName,
+    #[error("empty will topic")]
+    EmptyWillTopic,
     #[error("CONNACK acknowledge flags reserved bits are set")]
     ConnAckReservedFlags,
     #[error("CONNACK with session present and an error code")]

@@ -302,6 +302,13 @@ fn empty_topic_name() {
         "[MQTT-4.7.3-1]",
         R::ProtocolError,
     );
+    reject(
+        V5,
+        &connect5(0x04, &[0, 0, 0, 0, 0, 0, 0]),
+        K::EmptyWillTopic,
+        "[MQTT-4.7.3-1]",
+        R::ProtocolError,
+    );
     let mut ok = BytesMut::from(&[0x30, 6, 0, 0, 3, 0x23, 0, 1][..]);
     assert!(decode(&mut ok, V5, 64).unwrap().is_some());
 }

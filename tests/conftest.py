@@ -91,7 +91,7 @@ class Broker:
     """One broker process on 127.0.0.1:port; restartable with the same port, config and data."""
 
     def __init__(self, workdir: Path, sections: Optional[dict] = None, extra_toml: str = "",
-                 peer: str = PEER):
+                 peer: str = PEER, env: Optional[dict] = None):
         self.peer = peer or "rampart"
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -102,6 +102,7 @@ class Broker:
         self.proc: Optional[subprocess.Popen] = None
         self._log_file = None
         self.starts = 0
+        self.env = dict(env or {})
         if self.peer == "rampart":
             self.config_path = workdir / "rampart.toml"
             self.config_path.write_text(self.rampart_config(sections or {}, extra_toml))
@@ -180,7 +181,10 @@ class Broker:
         self._log_file = open(self.log_path, "ab")
         self._log_file.write(f"---- start #{self.starts + 1}\n".encode())
         self._log_file.flush()
-        env = dict(os.environ)
+        # RAMPART_* variables are config overrides to the broker (an unknown one is an error),
+        # so the test harness's own (RAMPART_BIN, RAMPART_TEST_*) must not reach it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPART_")}
+        env.update(self.env)
         env.setdefault("RUST_BACKTRACE", "1")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -258,14 +262,16 @@ class Broker:
 def broker_factory(tmp_path_factory, request) -> Callable[..., Broker]:
     """Starts brokers with overrides: broker_factory(mqtt={...}, sys={...}, extra_toml=...).
 
-    Keyword arguments other than `extra_toml` and `start` are TOML sections merged over the
-    defaults. All started brokers are stopped at the end of the test.
+    Keyword arguments other than `extra_toml`, `start` and `env` (extra environment, e.g.
+    RAMPART_MQTT__MAX_PACKET_SIZE) are TOML sections merged over the defaults. All started
+    brokers are stopped at the end of the test.
     """
     started: list[Broker] = []
 
-    def make(extra_toml: str = "", start: bool = True, **sections) -> Broker:
+    def make(extra_toml: str = "", start: bool = True, env: Optional[dict] = None,
+             **sections) -> Broker:
         workdir = tmp_path_factory.mktemp("broker")
-        b = Broker(workdir, sections, extra_toml)
+        b = Broker(workdir, sections, extra_toml, env=env)
         started.append(b)
         return b.start() if start else b
 

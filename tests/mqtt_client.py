@@ -318,11 +318,13 @@ def barrier(publisher: Client, subscriber: Client, topic: Optional[str] = None,
     """Publishes a marker and waits for it at `subscriber`, returning what arrived before it.
 
     Proves that anything the broker sent earlier on that path has arrived, without sleeping.
-    The subscriber must already be subscribed to the marker topic (default: "barrier/<id>").
+    The subscriber must already be subscribed to the marker topic at QoS 2.
     """
     topic = topic or f"barrier/{subscriber.client_id}"
     marker = f"marker-{next(_ids)}".encode()
-    publisher.publish(topic, marker, qos=1)
+    # QoS 2 end to end (subscribe the marker topic at QoS 2): paho hands a QoS 2 message to the
+    # application only at PUBREL, so a lower-QoS marker could overtake earlier QoS 2 messages.
+    publisher.publish(topic, marker, qos=2)
     before = []
     deadline = time.monotonic() + timeout
     while True:

@@ -61,6 +61,22 @@ fn queued(seq: u64, payload: &Bytes) -> QueuedRecord {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Child mode: open, commit one batch, and die without closing the store (as kill -9
+    // would), leaving a store that needs crash recovery.
+    if std::env::args().nth(1).as_deref() == Some("--die-after-write") {
+        let dir = std::env::args().nth(2).ok_or("missing dir")?;
+        let store = RedbStore::open(
+            dir.as_ref(),
+            StoreOptions {
+                verify_on_open: false,
+                ..StoreOptions::default()
+            },
+        )?;
+        let mut b = WriteBatch::new();
+        b.put_kv("bench", &b"crashed"[..], &b"yes"[..]);
+        store.write(b).wait_blocking()?;
+        std::process::exit(0);
+    }
     let sessions = arg(1, 100_000);
     let per = arg(2, 10);
     let payload_len = arg(3, 100) as usize;
@@ -112,6 +128,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(queued as u64, sessions * per);
         println!(
             "restore (verify_on_open={verify}): open {opened:.2?} + load_all {loaded:.2?} = {:.2?} for {} sessions / {queued} queued",
+            t.elapsed(),
+            snap.sessions.len()
+        );
+    }
+
+    // Restore after a crash: the engine must rebuild its allocator state.
+    for verify in [true, false] {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .arg("--die-after-write")
+            .arg(&dir)
+            .status()?;
+        assert!(status.success());
+        let t = Instant::now();
+        let store = RedbStore::open(
+            &dir,
+            StoreOptions {
+                verify_on_open: verify,
+                ..StoreOptions::default()
+            },
+        )?;
+        let opened = t.elapsed();
+        assert!(store.open_info().recovered_from_crash);
+        let snap = store.load_all()?;
+        println!(
+            "restore after crash (verify_on_open={verify}): open+recover {opened:.2?} + load_all = {:.2?} for {} sessions",
             t.elapsed(),
             snap.sessions.len()
         );

@@ -27,7 +27,45 @@ fn rate(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Resident set size in bytes (Linux), for a rough memory-per-entry figure.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn memory() {
+    let filters: Vec<TopicFilter> = (0..1_000_000u64)
+        .map(|i| f(&format!("devices/{i:07}/cmd")))
+        .collect();
+    let before = rss();
+    let idx: SubscriptionIndex<Arc<str>, [u64; 3]> = SubscriptionIndex::new();
+    for (i, fl) in filters.iter().enumerate() {
+        idx.subscribe(fl, None, Arc::from(format!("client-{i:07}")), [0; 3]);
+    }
+    let after = rss();
+    println!(
+        "memory: 1M subscriptions devices/{{id}}/cmd (K = Arc<str> client id, V = 24 bytes): {:.0} bytes each (incl. the key's Arc)",
+        (after - before) as f64 / 1e6
+    );
+    let before = rss();
+    let ret: RetainedIndex<Arc<u64>> = RetainedIndex::new();
+    for i in 0..1_000_000u64 {
+        ret.insert(&format!("sensors/{}/{i:07}/temp", i % 1000), Arc::new(i));
+    }
+    println!(
+        "memory: 1M retained sensors/{{n}}/{{id}}/temp (V = Arc<u64>): {:.0} bytes each (incl. the Arc)",
+        (rss() - before) as f64 / 1e6
+    );
+}
+
 fn main() {
+    memory();
     let budget = Duration::from_millis(700);
     let idx: Arc<SubscriptionIndex<u64, u32>> = Arc::new(SubscriptionIndex::new());
     // Background population: 100k device command filters and a few wildcards elsewhere.

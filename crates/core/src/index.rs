@@ -56,7 +56,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::topic::TopicFilter;
-use crate::util::{hash_one, next_level, Map, WalkStack};
+use crate::util::{hash_one, next_level, Children, Map, WalkStack};
 
 /// Number of literal shards (a power of two). Enough that unrelated first levels rarely share
 /// a lock; each costs 128 bytes when empty.
@@ -225,7 +225,7 @@ impl<K: Eq + Hash + Clone, V> SharedGroup<K, V> {
 /// One trie node. `#` subscriptions live in the node of their parent level (`multi`), so that
 /// `a/#` is found both for `a` and below it.
 struct Node<K, V> {
-    children: Map<Box<str>, Node<K, V>>,
+    children: Children<Node<K, V>>,
     plus: Option<Box<Node<K, V>>>,
     exact: Option<Box<Leaf<K, V>>>,
     multi: Option<Box<Leaf<K, V>>>,
@@ -234,7 +234,7 @@ struct Node<K, V> {
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Node {
-            children: Map::default(),
+            children: Children::default(),
             plus: None,
             exact: None,
             multi: None,
@@ -248,10 +248,11 @@ impl<K, V> Drop for Node<K, V> {
         if self.children.is_empty() && self.plus.is_none() {
             return;
         }
-        let mut pending: Vec<Node<K, V>> = self.children.drain().map(|(_, n)| n).collect();
+        let mut pending: Vec<Node<K, V>> = Vec::new();
+        self.children.drain_into(&mut pending);
         pending.extend(self.plus.take().map(|b| *b));
         while let Some(mut n) = pending.pop() {
-            pending.extend(n.children.drain().map(|(_, c)| c));
+            n.children.drain_into(&mut pending);
             pending.extend(n.plus.take().map(|b| *b));
             // `n` now has no children: its own drop returns at once.
         }
@@ -288,7 +289,7 @@ impl<K, V> Node<K, V> {
                 // `#` is always the last level of a valid filter.
                 "#" => return &mut node.multi,
                 "+" => node = node.plus.get_or_insert_with(Box::default),
-                lit => node = node.children.entry(Box::from(lit)).or_default(),
+                lit => node = node.children.get_or_default(lit),
             }
         }
         &mut node.exact
@@ -350,7 +351,6 @@ impl<K, V> Node<K, V> {
                     node.plus = None;
                 } else {
                     node.children.remove(level);
-                    shrink_map(&mut node.children);
                 }
                 return;
             }

@@ -31,19 +31,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::RwLock;
 
 use crate::topic::TopicFilter;
-use crate::util::{hash_one, next_level, Map, WalkStack};
+use crate::util::{hash_one, next_level, Children, WalkStack};
 
 const SHARDS: usize = 64;
 
 struct Node<V> {
-    children: Map<Box<str>, Node<V>>,
+    children: Children<Node<V>>,
     value: Option<V>,
 }
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Node {
-            children: Map::default(),
+            children: Children::default(),
             value: None,
         }
     }
@@ -55,9 +55,10 @@ impl<V> Drop for Node<V> {
         if self.children.is_empty() {
             return;
         }
-        let mut pending: Vec<Node<V>> = self.children.drain().map(|(_, n)| n).collect();
+        let mut pending: Vec<Node<V>> = Vec::new();
+        self.children.drain_into(&mut pending);
         while let Some(mut n) = pending.pop() {
-            pending.extend(n.children.drain().map(|(_, c)| c));
+            n.children.drain_into(&mut pending);
         }
     }
 }
@@ -82,7 +83,7 @@ impl<V> Node<V> {
     fn find_or_create(&mut self, topic: &str) -> &mut Node<V> {
         let mut node = self;
         for level in topic.split('/') {
-            node = node.children.entry(Box::from(level)).or_default();
+            node = node.children.get_or_default(level);
         }
         node
     }
@@ -117,11 +118,6 @@ impl<V> Node<V> {
             for (j, level) in topic.split('/').enumerate() {
                 if j == cut {
                     node.children.remove(level);
-                    if node.children.capacity() > 16
-                        && node.children.len() * 4 < node.children.capacity()
-                    {
-                        node.children.shrink_to_fit();
-                    }
                     break;
                 }
                 match node.children.get_mut(level) {
@@ -222,7 +218,7 @@ fn walk_filter<V>(root: &Node<V>, filter: &str, buf: &mut String, f: &mut impl F
             if let Some(v) = &node.value {
                 f(buf, v);
             }
-            for (k, n) in &node.children {
+            for (k, n) in node.children.iter() {
                 stack.push(Frame::child(k, n, my_len, SUBTREE));
             }
             continue;
@@ -240,12 +236,12 @@ fn walk_filter<V>(root: &Node<V>, filter: &str, buf: &mut String, f: &mut impl F
                 if let Some(v) = &node.value {
                     f(buf, v);
                 }
-                for (k, n) in &node.children {
+                for (k, n) in node.children.iter() {
                     stack.push(Frame::child(k, n, my_len, SUBTREE));
                 }
             }
             "+" => {
-                for (k, n) in &node.children {
+                for (k, n) in node.children.iter() {
                     stack.push(Frame::child(k, n, my_len, next));
                 }
             }
@@ -393,7 +389,7 @@ fn for_each_in<V>(root: &Node<V>, buf: &mut String, f: &mut impl FnMut(&str, &V)
         parent_len: None,
         fpos: SUBTREE,
     });
-    for (k, n) in &root.children {
+    for (k, n) in root.children.iter() {
         stack.push(Frame {
             node: n,
             key: k,
@@ -418,7 +414,7 @@ fn for_each_in<V>(root: &Node<V>, buf: &mut String, f: &mut impl FnMut(&str, &V)
         if let Some(v) = &fr.node.value {
             f(buf, v);
         }
-        for (k, n) in &fr.node.children {
+        for (k, n) in fr.node.children.iter() {
             stack.push(Frame {
                 node: n,
                 key: k,

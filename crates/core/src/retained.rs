@@ -303,6 +303,28 @@ impl<V> RetainedIndex<V> {
         prev
     }
 
+    /// Like [`RetainedIndex::insert`], but a new topic is refused with `Err(value)` once
+    /// `max_len` messages are retained; replacing an existing topic always succeeds. The bound
+    /// is exact under concurrency (a slot is reserved atomically before the insertion).
+    pub fn insert_bounded(&self, topic: &str, value: V, max_len: usize) -> Result<Option<V>, V> {
+        let mut root = self.shard(topic).write();
+        if let Some(node) = root.find_mut(topic) {
+            if let Some(old) = node.value.as_mut() {
+                return Ok(Some(std::mem::replace(old, value)));
+            }
+        }
+        let reserved = self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max_len).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(value);
+        }
+        root.find_or_create(topic).value = Some(value);
+        Ok(None)
+    }
+
     /// Remove the retained message of `topic` (a retained PUBLISH with an empty payload).
     pub fn remove(&self, topic: &str) -> Option<V> {
         let v = self.shard(topic).write().remove(topic);
@@ -461,6 +483,36 @@ mod tests {
         assert_eq!(idx.remove("a"), Some(3));
         assert!(idx.is_empty());
         assert!(idx.is_structurally_empty());
+    }
+
+    #[test]
+    fn bounded_insert() {
+        let idx = RetainedIndex::new();
+        assert_eq!(idx.insert_bounded("a", 1, 2), Ok(None));
+        assert_eq!(idx.insert_bounded("b", 2, 2), Ok(None));
+        assert_eq!(idx.insert_bounded("c", 3, 2), Err(3));
+        assert_eq!(idx.insert_bounded("a", 4, 2), Ok(Some(1)));
+        assert_eq!(idx.len(), 2);
+        idx.remove("b");
+        assert_eq!(idx.insert_bounded("c", 3, 2), Ok(None));
+        assert_eq!(idx.get("c"), Some(3));
+        assert_eq!(idx.insert_bounded("d", 5, 0), Err(5));
+
+        // Exact under concurrency.
+        let idx: Arc<RetainedIndex<u32>> = Arc::new(RetainedIndex::new());
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let idx = Arc::clone(&idx);
+                std::thread::spawn(move || {
+                    (0..500u32)
+                        .filter(|i| idx.insert_bounded(&format!("{t}/{i}"), *i, 1_000).is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(ok, 1_000);
+        assert_eq!(idx.len(), 1_000);
     }
 
     #[test]

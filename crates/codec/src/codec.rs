@@ -36,13 +36,43 @@ pub fn decode(
     version: ProtocolVersion,
     max_packet_size: u32,
 ) -> Result<Option<Packet>, DecodeError> {
+    let Some((total, header_len)) = frame(buf, version, max_packet_size)? else {
+        return Ok(None);
+    };
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let packet_type = buf[0] >> 4;
+    let flags = buf[0] & 0x0F;
+    let frame = buf.split_to(total).freeze();
+    let mut r = Reader::new(frame, header_len);
+    decode_body(packet_type, flags, &mut r, version).map(Some)
+}
+
+/// Total size (fixed header included) of the packet at the front of `buf`, as soon as its
+/// fixed header is complete; `Ok(None)` before that. Applies the same fixed-header checks as
+/// [`decode`] (flags, variable byte integer, maximum packet size), so a caller may reserve
+/// the returned size: it is bounded by `max_packet_size`.
+pub fn packet_len(
+    buf: &[u8],
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<usize>, DecodeError> {
+    Ok(frame(buf, version, max_packet_size)?.map(|(total, _)| total))
+}
+
+/// Checks the fixed header: `(total packet size, fixed header size)` once it is complete.
+#[inline]
+fn frame(
+    buf: &[u8],
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<(usize, usize)>, DecodeError> {
     let err = |k| DecodeError::new(k, version);
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
-    let packet_type = first >> 4;
-    let flags = first & 0x0F;
-    check_flags(packet_type, flags, version).map_err(err)?;
+    check_flags(first >> 4, first & 0x0F, version).map_err(err)?;
     let Some((remaining, n)) = read_vbi(&buf[1..]).map_err(err)? else {
         return Ok(None);
     };
@@ -55,13 +85,7 @@ pub fn decode(
         }));
     }
     // `total` is at most 5 + MAX_VBI: it fits usize.
-    let total = total as usize;
-    if buf.len() < total {
-        return Ok(None);
-    }
-    let frame = buf.split_to(total).freeze();
-    let mut r = Reader::new(frame, header_len);
-    decode_body(packet_type, flags, &mut r, version).map(Some)
+    Ok(Some((total as usize, header_len)))
 }
 
 /// Fixed header flags (table 2-2): PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010, PUBLISH its

@@ -878,3 +878,22 @@ fn every_error_kind_maps_to_a_rule_and_an_error_reason() {
         }
     }
 }
+
+#[test]
+fn packet_len_reports_the_size_once_the_fixed_header_is_complete() {
+    assert_eq!(packet_len(&[], V5, 100), Ok(None));
+    assert_eq!(packet_len(&[0x30], V5, 100), Ok(None));
+    assert_eq!(packet_len(&[0x30, 0x80], V5, 1000), Ok(None));
+    assert_eq!(packet_len(&[0x30, 0x80, 0x01], V5, 1000), Ok(Some(131)));
+    assert_eq!(
+        packet_len(&[0x30, 0x80, 0x01], V5, 130)
+            .unwrap_err()
+            .reason_code(),
+        R::PacketTooLarge
+    );
+    assert_eq!(
+        packet_len(&[0x36], V5, 100).unwrap_err().kind(),
+        &K::PublishQoS3,
+        "flags are checked from the first byte"
+    );
+}

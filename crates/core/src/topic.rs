@@ -389,6 +389,16 @@ impl Subscription {
     }
 }
 
+impl fmt::Display for Subscription {
+    /// The filter as the client wrote it: `$share/{group}/{filter}` or `{filter}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.share_group {
+            Some(g) => write!(f, "{SHARE_PREFIX}{g}/{}", self.filter),
+            None => f.write_str(&self.filter),
+        }
+    }
+}
+
 /// Parse a subscription filter as MQTT 5.0 does: `$share/{group}/{filter}` is a shared
 /// subscription ([MQTT-4.8.2-1], [MQTT-4.8.2-2]), anything else a plain filter.
 ///
@@ -693,6 +703,25 @@ mod tests {
                     (!l.contains('+') || *l == "+") && (!l.contains('#') || (*l == "#" && i + 1 == n))
                 });
             proptest::prop_assert_eq!(TopicFilter::try_from(s.as_str()).is_ok(), valid);
+        }
+
+        #[test]
+        fn shared_parse_roundtrip(g in "[a-c+#$]{0,4}", fl in "[ab/+#]{0,6}") {
+            let input = format!("$share/{g}/{fl}");
+            let group_ok = !g.is_empty() && !g.contains(['+', '#']);
+            let filter_ok = TopicFilter::try_from(fl.as_str()).is_ok();
+            match parse_subscription(&input) {
+                Ok(sub) => {
+                    proptest::prop_assert!(group_ok && filter_ok);
+                    proptest::prop_assert_eq!(sub.share_group.as_deref(), Some(g.as_str()));
+                    proptest::prop_assert_eq!(sub.filter.as_str(), fl.as_str());
+                    proptest::prop_assert_eq!(sub.to_string(), input);
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!(group_ok && filter_ok));
+                    proptest::prop_assert_eq!(e.reason_code(), ReasonCode::TopicFilterInvalid);
+                }
+            }
         }
 
         #[test]

@@ -1,0 +1,380 @@
+//! Starting and stopping the brokers under test, each with an equivalent permissive config on its
+//! own loopback port and its own temporary directory.
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Rampart,
+    Mosquitto,
+    Rumqttd,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Result<Kind> {
+        match s.trim() {
+            "rampart" => Ok(Kind::Rampart),
+            "mosquitto" => Ok(Kind::Mosquitto),
+            "rumqttd" => Ok(Kind::Rumqttd),
+            other => bail!("unknown broker {other:?} (rampart, mosquitto, rumqttd)"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Rampart => "rampart",
+            Kind::Mosquitto => "mosquitto",
+            Kind::Rumqttd => "rumqttd",
+        }
+    }
+
+    /// Each broker gets its own port pair so that a slow-closing predecessor never collides.
+    fn port(self) -> u16 {
+        match self {
+            Kind::Rampart => 18830,
+            Kind::Mosquitto => 18840,
+            Kind::Rumqttd => 18850,
+        }
+    }
+}
+
+/// How brokers are started (shared by every scenario of a run).
+#[derive(Clone, Debug)]
+pub struct LaunchOpts {
+    pub rampart_bin: PathBuf,
+    /// A complete Rampart config with placeholders; None uses the built-in one.
+    pub rampart_template: Option<String>,
+    pub mosquitto_bin: String,
+    pub rumqttd_bin: String,
+    /// Run the broker under `taskset -c 0`.
+    pub pin: bool,
+    /// Rampart storage backend for the persistence scenario.
+    pub persist_storage: String,
+    /// Server certificate and key for TLS listeners (generated once per run).
+    pub cert: Option<(PathBuf, PathBuf)>,
+    pub mqtt_v5: bool,
+}
+
+/// What a scenario needs from the broker it runs against.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    pub persistence: bool,
+    pub tls: bool,
+}
+
+pub struct Running {
+    pub kind: Kind,
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    /// Why TLS is not offered, when it is not.
+    pub tls_note: Option<String>,
+    dir: PathBuf,
+}
+
+const RAMPART_TEMPLATE: &str = r#"[node]
+data_dir = "{data_dir}"
+
+[[listeners]]
+name = "bench"
+kind = "tcp"
+bind = "127.0.0.1:{port}"
+
+[mqtt]
+max_inflight = 1000
+receive_maximum = 1000
+max_queued_messages = 100000
+
+[storage]
+backend = "{storage}"
+
+[log]
+level = "warn"
+"#;
+
+fn fill(template: &str, vars: &[(&str, String)]) -> String {
+    let mut s = template.to_string();
+    for (k, v) in vars {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
+}
+
+fn temp_dir(kind: Kind) -> Result<PathBuf> {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "rampart-bench-{}-{}-{n}",
+        kind.name(),
+        std::process::id()
+    ));
+    if dir.exists() {
+        fs::remove_dir_all(&dir).ok();
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Generates a self-signed P-256 server certificate with the openssl CLI.
+pub fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    fs::create_dir_all(dir)?;
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .arg("ec_paramgen_curve:prime256v1")
+        .args(["-nodes", "-days", "7", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .context("run openssl (needed for TLS scenarios)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((cert, key))
+}
+
+pub fn start(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
+    let dir = temp_dir(kind)?;
+    let port = kind.port();
+    let tls_port = port + 1;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut tls_addr = None;
+    let mut tls_note = None;
+    let log = dir.join("broker.log");
+    let (program, args): (String, Vec<String>) = match kind {
+        Kind::Mosquitto => {
+            let mut c = format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n\
+                 max_queued_messages 100000\nmax_inflight_messages 1000\n\
+                 max_connections -1\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+            );
+            if needs.persistence {
+                c.push_str(&format!(
+                    "persistence true\npersistence_location {}/\n",
+                    dir.display()
+                ));
+            }
+            if needs.tls {
+                match &o.cert {
+                    Some((cert, key)) => {
+                        c.push_str(&format!(
+                            "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+                             tls_version tlsv1.3\n",
+                            cert.display(),
+                            key.display()
+                        ));
+                        tls_addr = Some(([127, 0, 0, 1], tls_port).into());
+                    }
+                    None => tls_note = Some("no certificate (openssl missing?)".into()),
+                }
+            }
+            let conf = dir.join("mosquitto.conf");
+            fs::write(&conf, c)?;
+            (
+                o.mosquitto_bin.clone(),
+                vec!["-c".into(), conf.display().to_string()],
+            )
+        }
+        Kind::Rampart => {
+            let template = o.rampart_template.as_deref().unwrap_or(RAMPART_TEMPLATE);
+            let (cert, key) = o
+                .cert
+                .as_ref()
+                .map(|(c, k)| (c.display().to_string(), k.display().to_string()))
+                .unwrap_or_default();
+            let storage = if needs.persistence {
+                o.persist_storage.clone()
+            } else {
+                "memory".to_string()
+            };
+            let conf_text = fill(
+                template,
+                &[
+                    ("data_dir", dir.join("data").display().to_string()),
+                    ("port", port.to_string()),
+                    ("tls_port", tls_port.to_string()),
+                    ("storage", storage),
+                    ("cert", cert),
+                    ("key", key),
+                ],
+            );
+            if needs.tls {
+                if template.contains("{tls_port}") && o.cert.is_some() {
+                    tls_addr = Some(([127, 0, 0, 1], tls_port).into());
+                } else {
+                    tls_note = Some(
+                        "rampart config has no TLS listener (pass --rampart-template with \
+                         {tls_port}/{cert}/{key})"
+                            .into(),
+                    );
+                }
+            }
+            let conf = dir.join("rampart.toml");
+            fs::write(&conf, conf_text)?;
+            (
+                o.rampart_bin.display().to_string(),
+                vec![
+                    "serve".into(),
+                    "--config".into(),
+                    conf.display().to_string(),
+                ],
+            )
+        }
+        Kind::Rumqttd => {
+            // rumqttd has one listener table per protocol version; only the one in use is opened.
+            let (table, name) = if o.mqtt_v5 {
+                ("v5", "v5-1")
+            } else {
+                ("v4", "v4-1")
+            };
+            let c = format!(
+                "id = 0\n\n[router]\nid = 0\nmax_connections = 20010\n\
+                 max_outgoing_packet_count = 1000\nmax_segment_size = 104857600\n\
+                 max_segment_count = 10\n\n[{table}.1]\nname = \"{name}\"\n\
+                 listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\n\
+                 [{table}.1.connections]\nconnection_timeout_ms = 60000\n\
+                 max_payload_size = 20480\nmax_inflight_count = 1000\ndynamic_filters = true\n"
+            );
+            if needs.tls {
+                tls_note = Some("TLS not configured for rumqttd by this harness".into());
+            }
+            let conf = dir.join("rumqttd.toml");
+            fs::write(&conf, c)?;
+            (
+                o.rumqttd_bin.clone(),
+                vec!["--config".into(), conf.display().to_string()],
+            )
+        }
+    };
+    let logf = fs::File::create(&log)?;
+    let mut cmd = if o.pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(&program);
+        c
+    } else {
+        Command::new(&program)
+    };
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .current_dir(&dir);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {} ({program})", kind.name()))?;
+    // taskset execs the broker in place, so the child's pid is the broker's.
+    let pid = child.id();
+    let mut r = Running {
+        kind,
+        child,
+        pid,
+        addr,
+        tls_addr,
+        tls_note,
+        dir,
+    };
+    r.wait_ready(Duration::from_secs(15))?;
+    Ok(r)
+}
+
+impl Running {
+    fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        let mut want = vec![self.addr];
+        want.extend(self.tls_addr);
+        while let Some(a) = want.last().copied() {
+            if let Some(st) = self.child.try_wait()? {
+                bail!(
+                    "{} exited during startup ({st}); log:\n{}",
+                    self.kind.name(),
+                    self.log_tail()
+                );
+            }
+            if TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok() {
+                want.pop();
+                continue;
+            }
+            if t0.elapsed() > limit {
+                bail!(
+                    "{} did not listen on {a} within {limit:?}; log:\n{}",
+                    self.kind.name(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// The last lines of the broker's log, for error reports.
+    pub fn log_tail(&self) -> String {
+        let s = fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Some(description) when the broker has exited on its own.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(st)) => Some(format!("broker exited ({st}): {}", self.log_tail())),
+            _ => None,
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; removes the temp directory.
+    pub fn stop(mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+            let t0 = Instant::now();
+            while self.child.try_wait()?.is_none() {
+                if t0.elapsed() > Duration::from_secs(3) {
+                    self.child.kill().ok();
+                    self.child.wait().ok();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        fs::remove_dir_all(&self.dir)
+            .map_err(|e| anyhow!("remove {}: {e}", self.dir.display()))
+            .ok();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_placeholders_are_filled() {
+        let s = fill(
+            RAMPART_TEMPLATE,
+            &[
+                ("data_dir", "/tmp/x".into()),
+                ("port", "1".into()),
+                ("storage", "memory".into()),
+            ],
+        );
+        assert!(s.contains("bind = \"127.0.0.1:1\""));
+        assert!(s.contains("backend = \"memory\""));
+        assert!(!s.contains('{'));
+    }
+}

@@ -1,0 +1,101 @@
+//! Readings from /proc: CPU time and resident memory of a process, and what machine this is.
+
+use std::fs;
+
+/// Linux reports utime/stime in clock ticks; USER_HZ is 100 on every mainstream architecture and
+/// the tool avoids libc (and `unsafe`) to ask sysconf.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// User + system CPU seconds of `pid` ("self" for this process), or None when it is gone.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name, field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12.
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    Some((ut + st) / TICKS_PER_SEC)
+}
+
+/// Resident set size in KiB (VmRSS), or None when the process is gone.
+pub fn rss_kb(pid: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A before/after CPU meter over one measurement window.
+pub struct CpuMeter {
+    broker: Option<String>,
+    broker0: f64,
+    tool0: f64,
+}
+
+impl CpuMeter {
+    pub fn start(broker_pid: Option<u32>) -> Self {
+        let broker = broker_pid.map(|p| p.to_string());
+        let broker0 = broker.as_deref().and_then(cpu_seconds).unwrap_or(0.0);
+        CpuMeter {
+            broker,
+            broker0,
+            tool0: cpu_seconds("self").unwrap_or(0.0),
+        }
+    }
+
+    /// (broker CPU seconds, tool CPU seconds) since `start`; broker is NaN when unknown.
+    pub fn finish(&self) -> (f64, f64) {
+        let b = match self.broker.as_deref().and_then(cpu_seconds) {
+            Some(v) => v - self.broker0,
+            None => f64::NAN,
+        };
+        let t = cpu_seconds("self").unwrap_or(0.0) - self.tool0;
+        (b, t)
+    }
+}
+
+/// A one-line description of the machine: CPU model, core count, memory, kernel.
+pub fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gb = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem_gb:.0} GiB RAM, Linux {kernel}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        assert!(cpu_seconds("self").is_some());
+        assert!(rss_kb("self").unwrap_or(0) > 0);
+        assert!(machine().contains("cores"));
+    }
+}

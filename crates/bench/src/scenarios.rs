@@ -1,0 +1,826 @@
+//! The load scenarios. Each is bounded in time and in count, and returns one or more records.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::hist::Hist;
+use crate::mqtt::{self, Conn, ConnectOpts, Dial, PublishTemplate, SharedTls, Version};
+use crate::procstat::{rss_kb, CpuMeter};
+
+/// Every scenario name `--scenarios all` expands to, in run order.
+pub const ALL: &[&str] = &[
+    "fanin-q0",
+    "fanin-q1",
+    "fanout-100",
+    "fanout-1000",
+    "latency-5k",
+    "latency-20k",
+    "connect",
+    "persist-q1",
+    "tls-handshake",
+    "tls-fanin-q0",
+];
+
+/// One measured result. Fields that do not apply to a scenario are NaN (null in JSON) or 0.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub scenario: String,
+    pub broker: String,
+    /// Deliveries per second at the subscribers (connections or handshakes per second for the
+    /// connect and TLS handshake scenarios).
+    pub msgs_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub broker_cpu_s: f64,
+    pub tool_cpu_s: f64,
+    pub rss_kb: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duration_s: f64,
+    pub connections: u64,
+    pub bytes_per_conn: f64,
+    pub note: String,
+    pub error: Option<String>,
+}
+
+impl Record {
+    pub fn new(scenario: &str, broker: &str) -> Self {
+        Record {
+            scenario: scenario.into(),
+            broker: broker.into(),
+            msgs_per_sec: f64::NAN,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            p999_us: f64::NAN,
+            max_us: f64::NAN,
+            broker_cpu_s: f64::NAN,
+            tool_cpu_s: f64::NAN,
+            rss_kb: 0,
+            sent: 0,
+            received: 0,
+            lost: 0,
+            duration_s: 0.0,
+            connections: 0,
+            bytes_per_conn: f64::NAN,
+            note: String::new(),
+            error: None,
+        }
+    }
+
+    pub fn failed(scenario: &str, broker: &str, err: String) -> Self {
+        let mut r = Record::new(scenario, broker);
+        r.error = Some(err);
+        r
+    }
+
+    fn set_latency(&mut self, h: &Hist) {
+        if h.count() == 0 {
+            return;
+        }
+        self.p50_us = h.quantile(0.5) as f64 / 1000.0;
+        self.p99_us = h.quantile(0.99) as f64 / 1000.0;
+        self.p999_us = h.quantile(0.999) as f64 / 1000.0;
+        self.max_us = h.max() as f64 / 1000.0;
+    }
+}
+
+/// Where and how to reach the broker under test.
+#[derive(Clone)]
+pub struct Target {
+    pub broker: String,
+    pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    pub tls_note: Option<String>,
+    pub pid: Option<u32>,
+}
+
+/// Knobs shared by all scenarios.
+#[derive(Clone)]
+pub struct Params {
+    pub version: Version,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub payload: usize,
+    /// Closed loop: how many messages (per publisher message, counted at the subscribers) the
+    /// publishers may be ahead of what the subscribers have received.
+    pub window: u64,
+    /// QoS 1: unacknowledged messages each publisher keeps in flight.
+    pub inflight: u64,
+    /// Messages built into one write.
+    pub batch: usize,
+    pub publishers: usize,
+    pub connections: usize,
+    pub idle_max: usize,
+    pub connect_concurrency: usize,
+    pub tls_concurrency: usize,
+    pub tls: Option<SharedTls>,
+    pub read_buf: usize,
+    /// How many 127.0.0.x source addresses connections are spread over.
+    pub source_addrs: u8,
+}
+
+/// Nanoseconds since the tool started; the payload carries this as the send timestamp (publisher
+/// and subscriber are in the same process, so one clock serves both).
+fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn source_ip(i: usize, n: u8) -> Option<IpAddr> {
+    if n == 0 {
+        return None;
+    }
+    Some(IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        0,
+        2 + (i % n as usize) as u8,
+    )))
+}
+
+/// Counters shared by the tasks of one scenario.
+#[derive(Default)]
+struct Shared {
+    /// Messages published (each counts once, whatever the fan-out).
+    sent: AtomicU64,
+    /// Deliveries counted at the subscribers.
+    received: AtomicU64,
+    /// Deliveries given up as lost by the pacing (so that a dropping broker cannot stall it).
+    forgiven: AtomicU64,
+    measuring: AtomicBool,
+    stop_pub: AtomicBool,
+    stop_sub: AtomicBool,
+    progress: Notify,
+    errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn error(&self, e: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Relaxed);
+        if let Ok(mut g) = self.first_error.lock() {
+            if g.is_none() {
+                *g = Some(e.to_string());
+            }
+        }
+    }
+    fn first_error(&self) -> Option<String> {
+        self.first_error.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+const POLL: Duration = Duration::from_millis(100);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn subscriber(mut c: Conn, sh: Arc<Shared>) -> Hist {
+    let mut hist = Hist::new();
+    let mut acks = Vec::with_capacity(4096);
+    let version = c.version;
+    while !sh.stop_sub.load(Relaxed) {
+        match tokio::time::timeout(POLL, c.rd.fill()).await {
+            Err(_) => continue,
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                sh.error("subscriber: broker closed the connection");
+                break;
+            }
+            Ok(Err(e)) => {
+                sh.error(format!("subscriber read: {e}"));
+                break;
+            }
+        }
+        let now = now_ns();
+        let measuring = sh.measuring.load(Relaxed);
+        let mut n = 0u64;
+        let r = c.rd.drain(|t, flags, body| {
+            if t != mqtt::PUBLISH {
+                return;
+            }
+            if let Some(p) = mqtt::parse_publish(flags, body, version) {
+                n += 1;
+                if measuring {
+                    if let Some(s) = p.stamp {
+                        hist.record(now.saturating_sub(s));
+                    }
+                }
+                if p.qos == 1 {
+                    mqtt::encode_puback(&mut acks, p.pkid);
+                }
+            }
+        });
+        if let Err(e) = r {
+            sh.error(format!("subscriber parse: {e}"));
+            break;
+        }
+        if n > 0 {
+            sh.received.fetch_add(n, Relaxed);
+            sh.progress.notify_waiters();
+        }
+        if !acks.is_empty() {
+            if let Err(e) = c.wr.write_all(&acks).await {
+                sh.error(format!("subscriber write: {e}"));
+                break;
+            }
+            acks.clear();
+        }
+    }
+    let _ = c.wr.write_all(&mqtt::DISCONNECT).await;
+    hist
+}
+
+/// A publisher: closed loop against the subscribers' progress, plus (QoS 1) its own window of
+/// unacknowledged messages.
+async fn publisher(
+    c: Conn,
+    sh: Arc<Shared>,
+    tmpl: PublishTemplate,
+    fanout: u64,
+    p: Params,
+    qos1: bool,
+) {
+    let Conn { mut rd, mut wr, .. } = c;
+    let acked = Arc::new(AtomicU64::new(0));
+    let ack_notify = Arc::new(Notify::new());
+    let ack_task: Option<JoinHandle<()>> = if qos1 {
+        let (acked, ack_notify, sh) = (acked.clone(), ack_notify.clone(), sh.clone());
+        Some(tokio::spawn(async move {
+            while !sh.stop_sub.load(Relaxed) {
+                match tokio::time::timeout(POLL, rd.fill()).await {
+                    Err(_) => continue,
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        sh.error("publisher: broker closed the connection");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        sh.error(format!("publisher read: {e}"));
+                        break;
+                    }
+                }
+                let mut n = 0;
+                if rd
+                    .drain(|t, _, _| {
+                        if t == mqtt::PUBACK {
+                            n += 1
+                        }
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+                if n > 0 {
+                    acked.fetch_add(n, Relaxed);
+                    ack_notify.notify_one();
+                }
+            }
+        }))
+    } else {
+        None
+    };
+    let mut buf = Vec::with_capacity(p.batch * (tmpl.bytes.len() + 1));
+    let mut sent = 0u64;
+    let mut pkid: u16 = 0;
+    // The window counts deliveries (messages times subscribers), so that a large fan-out does not
+    // let each subscriber's queue grow by the whole window; a few whole messages are always
+    // allowed so that the pipeline never runs dry.
+    let window = p.window.max(8 * fanout);
+    // Send only when a whole batch fits: topping up a few messages at a time would cost the tool
+    // one small write per wake-up.
+    let batch = (p.batch as u64).min(window / fanout / 2).max(1);
+    while !sh.stop_pub.load(Relaxed) {
+        // Closed loop: wait while the subscribers are too far behind.
+        let progress = sh.progress.notified();
+        tokio::pin!(progress);
+        progress.as_mut().enable();
+        let total_sent = sh.sent.load(Relaxed) * fanout;
+        let done = sh.received.load(Relaxed) + sh.forgiven.load(Relaxed);
+        let ahead = total_sent.saturating_sub(done);
+        if ahead + batch * fanout > window {
+            if tokio::time::timeout(Duration::from_millis(250), progress)
+                .await
+                .is_err()
+                && sh.received.load(Relaxed) + sh.forgiven.load(Relaxed) == done
+            {
+                // No delivery for a quarter second: the broker dropped what was ahead (or
+                // stalled). Forgive it so that the run goes on; `lost` reports it at the end.
+                sh.forgiven.fetch_add(ahead, Relaxed);
+            }
+            continue;
+        }
+        let mut n = batch;
+        if qos1 {
+            let notified = ack_notify.notified();
+            let inflight = sent.saturating_sub(acked.load(Relaxed));
+            if inflight + n.min(p.inflight) > p.inflight {
+                if tokio::time::timeout(Duration::from_secs(1), notified)
+                    .await
+                    .is_err()
+                    && sent.saturating_sub(acked.load(Relaxed)) == inflight
+                {
+                    sh.error("publisher: no PUBACK for 1 s with a full window");
+                }
+                continue;
+            }
+            n = n.min(p.inflight.saturating_sub(inflight)).max(1);
+        }
+        buf.clear();
+        let stamp = now_ns();
+        for _ in 0..n {
+            pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+            tmpl.push(&mut buf, pkid, stamp);
+        }
+        if let Err(e) = wr.write_all(&buf).await {
+            sh.error(format!("publisher write: {e}"));
+            break;
+        }
+        sent += n;
+        sh.sent.fetch_add(n, Relaxed);
+    }
+    // Wait (bounded) for the last acknowledgements so that the broker sees a tidy end.
+    if qos1 {
+        let t0 = Instant::now();
+        while acked.load(Relaxed) < sent && t0.elapsed() < Duration::from_secs(2) {
+            let _ = tokio::time::timeout(POLL, ack_notify.notified()).await;
+        }
+    }
+    let _ = wr.write_all(&mqtt::DISCONNECT).await;
+    if let Some(t) = ack_task {
+        t.abort();
+    }
+}
+
+fn dial<'a>(p: &'a Params, addr: SocketAddr, tls: bool, i: usize) -> Dial<'a> {
+    Dial {
+        addr,
+        local: source_ip(i, p.source_addrs),
+        tls: if tls { p.tls.as_deref() } else { None },
+        read_buf: p.read_buf,
+        timeout: IO_TIMEOUT,
+    }
+}
+
+struct FlowSpec {
+    publishers: usize,
+    subscribers: usize,
+    qos: u8,
+    tls: bool,
+    persistent_sub: bool,
+    /// Publisher i's topic and the subscribers' filter.
+    topic: fn(usize) -> String,
+    filter: &'static str,
+}
+
+/// Throughput scenarios: publishers -> subscribers, measured over a window after a warm-up.
+async fn flow(name: &str, t: &Target, p: &Params, f: FlowSpec) -> Result<Record> {
+    let addr = if f.tls {
+        t.tls_addr.ok_or_else(|| anyhow!("no TLS listener"))?
+    } else {
+        t.addr
+    };
+    let sh = Arc::new(Shared::default());
+    let run = format!("{}", now_ns() % 1_000_000);
+    let mut subs = Vec::with_capacity(f.subscribers);
+    // Subscribers connect a few at a time so that a large fan-out is set up quickly but politely.
+    let sem = Arc::new(Semaphore::new(64));
+    let mut setups = Vec::with_capacity(f.subscribers);
+    for i in 0..f.subscribers {
+        let (p2, sem) = (p.clone(), sem.clone());
+        let mut o = ConnectOpts::new(format!("bench-sub-{run}-{i}"), p.version);
+        if f.persistent_sub {
+            o.client_id = format!("bench-persist-sub-{i}");
+            o.clean = false;
+            o.session_expiry = 3600;
+        }
+        let (filter, qos) = (f.filter, f.qos);
+        let read_buf = if f.subscribers > 100 {
+            16 * 1024
+        } else {
+            p.read_buf
+        };
+        setups.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await;
+            let mut d = dial(&p2, addr, f.tls, i);
+            d.read_buf = read_buf;
+            let mut c = Conn::connect(&d, &o).await?;
+            c.subscribe(filter, qos, IO_TIMEOUT).await?;
+            Ok::<_, anyhow::Error>(c)
+        }));
+    }
+    for s in setups {
+        let c = s.await??;
+        subs.push(tokio::spawn(subscriber(c, sh.clone())));
+    }
+    let mut pubs = Vec::with_capacity(f.publishers);
+    for i in 0..f.publishers {
+        let o = ConnectOpts::new(format!("bench-pub-{run}-{i}"), p.version);
+        let c = Conn::connect(&dial(p, addr, f.tls, i + f.subscribers), &o).await?;
+        let tmpl = PublishTemplate::new(p.version, &(f.topic)(i), f.qos, p.payload);
+        pubs.push(tokio::spawn(publisher(
+            c,
+            sh.clone(),
+            tmpl,
+            f.subscribers as u64,
+            p.clone(),
+            f.qos == 1,
+        )));
+    }
+    tokio::time::sleep(p.warmup).await;
+    let meter = CpuMeter::start(t.pid);
+    let r0 = sh.received.load(Relaxed);
+    let t0 = Instant::now();
+    sh.measuring.store(true, Relaxed);
+    tokio::time::sleep(p.duration).await;
+    sh.measuring.store(false, Relaxed);
+    let r1 = sh.received.load(Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (bcpu, tcpu) = meter.finish();
+    let rss = t.pid.and_then(|pid| rss_kb(&pid.to_string())).unwrap_or(0);
+    sh.stop_pub.store(true, Relaxed);
+    for h in pubs {
+        let _ = h.await;
+    }
+    // Drain what is in flight (bounded) so that `lost` means lost, not late.
+    let expect = sh.sent.load(Relaxed) * f.subscribers as u64;
+    let mut last = sh.received.load(Relaxed);
+    let mut still = Instant::now();
+    while sh.received.load(Relaxed) < expect && still.elapsed() < Duration::from_millis(1000) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = sh.received.load(Relaxed);
+        if now != last {
+            last = now;
+            still = Instant::now();
+        }
+    }
+    sh.stop_sub.store(true, Relaxed);
+    let mut hist = Hist::new();
+    for h in subs {
+        if let Ok(hh) = h.await {
+            hist.merge(&hh);
+        }
+    }
+    let mut rec = Record::new(name, &t.broker);
+    rec.msgs_per_sec = (r1 - r0) as f64 / elapsed;
+    rec.set_latency(&hist);
+    rec.broker_cpu_s = bcpu;
+    rec.tool_cpu_s = tcpu;
+    rec.rss_kb = rss;
+    rec.sent = sh.sent.load(Relaxed);
+    rec.received = sh.received.load(Relaxed);
+    rec.lost = expect.saturating_sub(rec.received);
+    rec.duration_s = elapsed;
+    rec.connections = (f.publishers + f.subscribers) as u64;
+    if let Some(e) = sh.first_error() {
+        rec.note = format!("{} error(s), first: {e}", sh.errors.load(Relaxed));
+    }
+    Ok(rec)
+}
+
+fn fanin_topic(i: usize) -> String {
+    format!("bench/{i}/data")
+}
+
+fn fanout_topic(_: usize) -> String {
+    "bench/fanout".into()
+}
+
+fn lat_topic(_: usize) -> String {
+    "bench/latency".into()
+}
+
+/// A fixed offered rate, one publisher to one subscriber at QoS 0. Messages leave in bursts of
+/// rate/1000 on each 1 ms tick (the timer's resolution), each stamped at its write.
+async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record> {
+    let sh = Arc::new(Shared::default());
+    let mut sc = Conn::connect(
+        &dial(p, t.addr, false, 0),
+        &ConnectOpts::new(format!("bench-lat-sub-{}", now_ns() % 1_000_000), p.version),
+    )
+    .await?;
+    sc.subscribe("bench/latency", 0, IO_TIMEOUT).await?;
+    let sub = tokio::spawn(subscriber(sc, sh.clone()));
+    let mut pc = Conn::connect(
+        &dial(p, t.addr, false, 1),
+        &ConnectOpts::new(format!("bench-lat-pub-{}", now_ns() % 1_000_000), p.version),
+    )
+    .await?;
+    let tmpl = PublishTemplate::new(p.version, &lat_topic(0), 0, p.payload);
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let start = Instant::now();
+    let total = p.warmup + p.duration;
+    let mut sent = 0u64;
+    let mut meter = None;
+    let mut r0 = 0;
+    let mut t0 = start;
+    let mut window_sent = 0u64;
+    while start.elapsed() < total {
+        tick.tick().await;
+        let el = start.elapsed();
+        if meter.is_none() && el >= p.warmup {
+            meter = Some(CpuMeter::start(t.pid));
+            r0 = sh.received.load(Relaxed);
+            t0 = Instant::now();
+            window_sent = sent;
+            sh.measuring.store(true, Relaxed);
+        }
+        let due = (el.as_secs_f64() * rate as f64) as u64;
+        if due <= sent {
+            continue;
+        }
+        // Bound one burst so that a stalled timer does not become a flood.
+        let n = (due - sent).min(rate / 100 + 1);
+        buf.clear();
+        let stamp = now_ns();
+        for _ in 0..n {
+            tmpl.push(&mut buf, 0, stamp);
+        }
+        pc.wr.write_all(&buf).await?;
+        sent += n;
+        sh.sent.fetch_add(n, Relaxed);
+    }
+    sh.measuring.store(false, Relaxed);
+    let r1 = sh.received.load(Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (bcpu, tcpu) = meter.map(|m| m.finish()).unwrap_or((f64::NAN, f64::NAN));
+    let rss = t.pid.and_then(|pid| rss_kb(&pid.to_string())).unwrap_or(0);
+    let t1 = Instant::now();
+    while sh.received.load(Relaxed) < sent && t1.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sh.stop_sub.store(true, Relaxed);
+    let hist = sub.await.unwrap_or_default();
+    let _ = pc.wr.write_all(&mqtt::DISCONNECT).await;
+    let mut rec = Record::new(name, &t.broker);
+    rec.msgs_per_sec = (r1 - r0) as f64 / elapsed;
+    rec.set_latency(&hist);
+    rec.broker_cpu_s = bcpu;
+    rec.tool_cpu_s = tcpu;
+    rec.rss_kb = rss;
+    rec.sent = sent;
+    rec.received = sh.received.load(Relaxed);
+    rec.lost = sent.saturating_sub(rec.received);
+    rec.duration_s = elapsed;
+    rec.connections = 2;
+    let offered = (sent - window_sent) as f64 / elapsed;
+    rec.note = format!("offered {offered:.0} msg/s");
+    if let Some(e) = sh.first_error() {
+        rec.note.push_str(&format!("; error: {e}"));
+    }
+    Ok(rec)
+}
+
+/// Opens `count` MQTT connections (CONNECT..CONNACK) with bounded concurrency and keeps them.
+async fn open_many(
+    t: &Target,
+    p: &Params,
+    first: usize,
+    count: usize,
+    keep: &mut Vec<Conn>,
+) -> Result<()> {
+    let sem = Arc::new(Semaphore::new(p.connect_concurrency.max(1)));
+    let run = now_ns() % 1_000_000;
+    let mut hs = Vec::with_capacity(count);
+    for i in first..first + count {
+        let sem = sem.clone();
+        let d_addr = t.addr;
+        let local = source_ip(i, p.source_addrs);
+        let version = p.version;
+        hs.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await;
+            let d = Dial {
+                addr: d_addr,
+                local,
+                tls: None,
+                // Idle connections only ever read a CONNACK: keep the tool's memory small.
+                read_buf: 1024,
+                timeout: IO_TIMEOUT,
+            };
+            Conn::connect(
+                &d,
+                &ConnectOpts::new(format!("bench-idle-{run}-{i}"), version),
+            )
+            .await
+        }));
+    }
+    let mut first_err = None;
+    let mut errors = 0;
+    for h in hs {
+        match h.await {
+            Ok(Ok(c)) => keep.push(c),
+            Ok(Err(e)) => {
+                errors += 1;
+                first_err.get_or_insert(format!("{e:#}"));
+            }
+            Err(e) => {
+                errors += 1;
+                first_err.get_or_insert(e.to_string());
+            }
+        }
+    }
+    match first_err {
+        Some(e) => bail!(
+            "{errors} of {count} connections failed (holding {}); first: {e}",
+            keep.len()
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Connection rate for `connections`, then idle broker memory per connection at `connections`
+/// and at `idle_max`.
+async fn connect(t: &Target, p: &Params) -> Result<Vec<Record>> {
+    let pid = t.pid.map(|x| x.to_string());
+    let settle = Duration::from_millis(1500);
+    let base = pid.as_deref().and_then(rss_kb).unwrap_or(0);
+    let mut keep = Vec::with_capacity(p.idle_max.max(p.connections));
+    let meter = CpuMeter::start(t.pid);
+    let t0 = Instant::now();
+    let r = open_many(t, p, 0, p.connections, &mut keep).await;
+    let el = t0.elapsed().as_secs_f64();
+    let (bcpu, tcpu) = meter.finish();
+    let mut out = Vec::new();
+    let mut rec = Record::new(&format!("connect-{}", short(p.connections)), &t.broker);
+    rec.msgs_per_sec = keep.len() as f64 / el;
+    rec.broker_cpu_s = bcpu;
+    rec.tool_cpu_s = tcpu;
+    rec.duration_s = el;
+    rec.connections = keep.len() as u64;
+    if let Err(e) = r {
+        rec.error = Some(format!("{e:#}"));
+        out.push(rec);
+        return Ok(out);
+    }
+    out.push(rec);
+    for (target, name) in [
+        (p.connections, format!("idle-{}", short(p.connections))),
+        (p.idle_max, format!("idle-{}", short(p.idle_max))),
+    ] {
+        if target > keep.len() {
+            let have = keep.len();
+            if let Err(e) = open_many(t, p, have, target - have, &mut keep).await {
+                out.push(Record::failed(&name, &t.broker, format!("{e:#}")));
+                break;
+            }
+        }
+        tokio::time::sleep(settle).await;
+        let rss = pid.as_deref().and_then(rss_kb).unwrap_or(0);
+        let mut rec = Record::new(&name, &t.broker);
+        rec.rss_kb = rss;
+        rec.connections = keep.len() as u64;
+        rec.bytes_per_conn = (rss.saturating_sub(base) as f64 * 1024.0) / keep.len() as f64;
+        rec.note = format!("baseline RSS {base} KiB");
+        out.push(rec);
+    }
+    // Close quickly and without waiting on the broker.
+    drop(keep);
+    Ok(out)
+}
+
+fn short(n: usize) -> String {
+    if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// Full TLS 1.3 handshakes per second (no resumption) with a few handshakes in flight.
+async fn tls_handshakes(t: &Target, p: &Params) -> Result<Record> {
+    let addr = t.tls_addr.ok_or_else(|| anyhow!("no TLS listener"))?;
+    let tls = p
+        .tls
+        .clone()
+        .ok_or_else(|| anyhow!("TLS client not set up"))?;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errs = Arc::new(Shared::default());
+    let mut hs = Vec::new();
+    for w in 0..p.tls_concurrency.max(1) {
+        let (tls, done, stop, errs) = (tls.clone(), done.clone(), stop.clone(), errs.clone());
+        let nsrc = p.source_addrs;
+        hs.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Relaxed) {
+                i += 64;
+                let r = async {
+                    let tcp = mqtt::tcp_connect(addr, source_ip(i, nsrc)).await?;
+                    let mut s = tls.connector.connect(tls.server_name.clone(), tcp).await?;
+                    let _ = s.shutdown().await;
+                    Ok::<_, anyhow::Error>(())
+                };
+                match tokio::time::timeout(IO_TIMEOUT, r).await {
+                    Ok(Ok(())) => {
+                        done.fetch_add(1, Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        errs.error(format!("{e:#}"));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(_) => errs.error("handshake timed out"),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(p.warmup).await;
+    let meter = CpuMeter::start(t.pid);
+    let d0 = done.load(Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(p.duration).await;
+    let d1 = done.load(Relaxed);
+    let el = t0.elapsed().as_secs_f64();
+    let (bcpu, tcpu) = meter.finish();
+    stop.store(true, Relaxed);
+    for h in hs {
+        let _ = h.await;
+    }
+    let mut rec = Record::new("tls-handshake", &t.broker);
+    rec.msgs_per_sec = (d1 - d0) as f64 / el;
+    rec.broker_cpu_s = bcpu;
+    rec.tool_cpu_s = tcpu;
+    rec.duration_s = el;
+    rec.rss_kb = t.pid.and_then(|pid| rss_kb(&pid.to_string())).unwrap_or(0);
+    if let Some(e) = errs.first_error() {
+        rec.note = format!("{} error(s), first: {e}", errs.errors.load(Relaxed));
+    }
+    Ok(rec)
+}
+
+/// What the broker must offer for a scenario.
+pub fn needs(name: &str) -> crate::broker::Needs {
+    crate::broker::Needs {
+        persistence: name.starts_with("persist"),
+        tls: name.starts_with("tls"),
+    }
+}
+
+/// Runs one scenario (it may yield several records, e.g. `connect`).
+pub async fn run(name: &str, t: &Target, p: &Params) -> Result<Vec<Record>> {
+    if name.starts_with("tls") && t.tls_addr.is_none() {
+        let mut r = Record::new(name, &t.broker);
+        r.note = format!(
+            "skipped: {}",
+            t.tls_note
+                .clone()
+                .unwrap_or_else(|| "no TLS listener".into())
+        );
+        return Ok(vec![r]);
+    }
+    let fanin = |qos, tls, persistent_sub| FlowSpec {
+        publishers: p.publishers,
+        subscribers: 1,
+        qos,
+        tls,
+        persistent_sub,
+        topic: fanin_topic,
+        filter: "bench/+/data",
+    };
+    let fanout = |n| FlowSpec {
+        publishers: 1,
+        subscribers: n,
+        qos: 0,
+        tls: false,
+        persistent_sub: false,
+        topic: fanout_topic,
+        filter: "bench/fanout",
+    };
+    Ok(match name {
+        "fanin-q0" => vec![flow(name, t, p, fanin(0, false, false)).await?],
+        "fanin-q1" => vec![flow(name, t, p, fanin(1, false, false)).await?],
+        "persist-q1" => vec![flow(name, t, p, fanin(1, false, true)).await?],
+        "tls-fanin-q0" => vec![flow(name, t, p, fanin(0, true, false)).await?],
+        "fanout-100" => vec![flow(name, t, p, fanout(100)).await?],
+        "fanout-1000" => vec![flow(name, t, p, fanout(1000)).await?],
+        "latency-5k" => vec![latency(name, t, p, 5_000).await?],
+        "latency-20k" => vec![latency(name, t, p, 20_000).await?],
+        "connect" => connect(t, p).await?,
+        "tls-handshake" => vec![tls_handshakes(t, p).await?],
+        other => bail!("unknown scenario {other:?}; known: {}", ALL.join(", ")),
+    })
+}
+
+/// Expands `all` and validates names.
+pub fn parse_list(s: &str) -> Result<Vec<String>> {
+    if s == "all" {
+        return Ok(ALL.iter().map(|s| s.to_string()).collect());
+    }
+    let mut v = Vec::new();
+    for n in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !ALL.contains(&n) {
+            bail!("unknown scenario {n:?}; known: all, {}", ALL.join(", "));
+        }
+        v.push(n.to_string());
+    }
+    Ok(v)
+}

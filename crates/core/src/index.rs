@@ -1168,6 +1168,85 @@ mod tests {
             .prop_filter("non-empty", |s| !s.is_empty())
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Sub(usize, Option<&'static str>, u32, u32),
+        Unsub(usize, Option<&'static str>, u32),
+        Match(String),
+    }
+
+    fn op_strategy(filters: usize) -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let group = proptest::sample::select(vec![None, Some("g"), Some("h")]);
+        prop_oneof![
+            (0..filters, group.clone(), 0u32..4, 0u32..100)
+                .prop_map(|(f, g, k, v)| Op::Sub(f, g, k, v)),
+            (0..filters, group, 0u32..4).prop_map(|(f, g, k)| Op::Unsub(f, g, k)),
+            topic_strategy().prop_map(Op::Match),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Random operation sequences against a model map of (filter, group, key) -> value.
+        #[test]
+        fn index_agrees_with_model(
+            filters in proptest::collection::vec(filter_strategy(), 1..8),
+            ops in proptest::collection::vec(op_strategy(8), 1..120),
+        ) {
+            use std::collections::BTreeMap;
+            let idx: SubscriptionIndex<u32, u32> = SubscriptionIndex::new();
+            let parsed: Vec<TopicFilter> = filters.iter().map(|s| f(s)).collect();
+            let mut model: BTreeMap<(String, Option<&str>, u32), u32> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Sub(fi, g, k, v) => {
+                        let fl = &parsed[fi % parsed.len()];
+                        let prev = model.insert((fl.to_string(), g, k), v);
+                        proptest::prop_assert_eq!(idx.subscribe(fl, g, k, v), prev);
+                    }
+                    Op::Unsub(fi, g, k) => {
+                        let fl = &parsed[fi % parsed.len()];
+                        let prev = model.remove(&(fl.to_string(), g, k));
+                        proptest::prop_assert_eq!(idx.unsubscribe(fl, g, &k), prev);
+                    }
+                    Op::Match(t) => {
+                        let mut expected_plain: Vec<(u32, u32)> = Vec::new();
+                        let mut expected_shared: BTreeMap<(String, String), Vec<(u32, u32)>> =
+                            BTreeMap::new();
+                        for ((fl, g, k), v) in &model {
+                            if !f(fl).matches(&t) {
+                                continue;
+                            }
+                            match g {
+                                None => expected_plain.push((*k, *v)),
+                                Some(g) => expected_shared
+                                    .entry((g.to_string(), fl.clone()))
+                                    .or_default()
+                                    .push((*k, *v)),
+                            }
+                        }
+                        expected_plain.sort_unstable();
+                        proptest::prop_assert_eq!(plain_matches(&idx, &t), expected_plain);
+                        let mut got_shared: BTreeMap<(String, String), Vec<(u32, u32)>> =
+                            BTreeMap::new();
+                        idx.for_each_shared_match(&t, |m| {
+                            let mut members = m.members().to_vec();
+                            members.sort_unstable();
+                            let prev = got_shared.insert((m.group().to_string(), m.filter().to_string()), members);
+                            assert!(prev.is_none(), "a shared subscription reported twice");
+                        });
+                        proptest::prop_assert_eq!(got_shared, expected_shared);
+                    }
+                }
+                proptest::prop_assert_eq!(idx.len(), model.len());
+            }
+            for ((fl, g, k), _) in std::mem::take(&mut model) {
+                proptest::prop_assert!(idx.unsubscribe(&f(&fl), g, &k).is_some());
+            }
+            proptest::prop_assert!(idx.is_structurally_empty());
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn index_agrees_with_brute_force(

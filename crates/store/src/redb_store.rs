@@ -158,10 +158,10 @@ pub struct RedbStore {
 pub struct OpenInfo {
     /// The store was not closed cleanly (crash, kill -9, power loss) and was recovered.
     pub recovered_from_crash: bool,
-    /// Recovery found the newest commit torn (power loss during its fsync) and used the
-    /// previous one. That commit was never acknowledged in `SyncMode::Always`, since its
-    /// fsync had not returned; in periodic mode it bounds the loss window. Only detected
-    /// when `verify_on_open` is set.
+    /// Recovery found the newest commit torn (the process died or power failed before its
+    /// fsync returned) and used the previous one. That commit was never acknowledged in
+    /// `SyncMode::Always`; in periodic mode this is the documented loss window. Only
+    /// detected when `verify_on_open` is set.
     pub rolled_back_torn_commit: bool,
     /// Every page checksum was verified before use.
     pub verified: bool,

@@ -728,7 +728,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionIndex<K, V> {
         strategy: SharedStrategy,
         publisher_client_id: &str,
         mut available: impl FnMut(&K, &V) -> bool,
-        mut deliver: impl FnMut(&K, &V, Option<&str>),
+        mut deliver: impl FnMut(&K, &V, Option<&Arc<str>>),
     ) {
         self.walk_matches(topic, |leaf| {
             leaf.plain.for_each(|k, v| deliver(k, v, None));
@@ -1041,7 +1041,7 @@ mod tests {
             SharedStrategy::RoundRobin,
             "c",
             |_, _| true,
-            |k, _, g| deliveries.push((g.map(str::to_string), *k)),
+            |k, _, g| deliveries.push((g.map(|g| g.to_string()), *k)),
         );
         assert_eq!(deliveries.len(), 4);
         assert!(deliveries.contains(&(None, 5)));

@@ -6,7 +6,9 @@ use crate::record::{MessageRecord, QueuedRecord, QueuedState, SessionRecord};
 
 /// One mutation. Ops apply in order; an op on something absent is a no-op (so that a race
 /// between, say, an acknowledgement and a session takeover never fails a whole group commit).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Debug` never shows KV values (they hold password hashes, API key digests...).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Op {
     /// Insert or replace a session record (queue entries and inbound ids are untouched).
@@ -54,6 +56,70 @@ pub enum Op {
         ns: String,
         key: Bytes,
     },
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::PutSession(s) => f.debug_tuple("PutSession").field(s).finish(),
+            Op::DeleteSession { client_id } => f
+                .debug_struct("DeleteSession")
+                .field("client_id", client_id)
+                .finish(),
+            Op::AppendQueued { client_id, record } => f
+                .debug_struct("AppendQueued")
+                .field("client_id", client_id)
+                .field("record", record)
+                .finish(),
+            Op::SetQueuedState {
+                client_id,
+                seq,
+                state,
+            } => f
+                .debug_struct("SetQueuedState")
+                .field("client_id", client_id)
+                .field("seq", seq)
+                .field("state", state)
+                .finish(),
+            Op::RemoveQueued { client_id, seq } => f
+                .debug_struct("RemoveQueued")
+                .field("client_id", client_id)
+                .field("seq", seq)
+                .finish(),
+            Op::PutRetained(m) => f.debug_tuple("PutRetained").field(m).finish(),
+            Op::DeleteRetained { topic } => f
+                .debug_struct("DeleteRetained")
+                .field("topic", topic)
+                .finish(),
+            Op::PutInboundQos2 {
+                client_id,
+                packet_id,
+            } => f
+                .debug_struct("PutInboundQos2")
+                .field("client_id", client_id)
+                .field("packet_id", packet_id)
+                .finish(),
+            Op::DeleteInboundQos2 {
+                client_id,
+                packet_id,
+            } => f
+                .debug_struct("DeleteInboundQos2")
+                .field("client_id", client_id)
+                .field("packet_id", packet_id)
+                .finish(),
+            Op::PutKv { ns, key, value } => f
+                .debug_struct("PutKv")
+                .field("ns", ns)
+                .field("key", key)
+                .field("value", &format_args!("<{} bytes redacted>", value.len()))
+                .finish(),
+            Op::DeleteKv { ns, key } => f
+                .debug_struct("DeleteKv")
+                .field("ns", ns)
+                .field("key", key)
+                .finish(),
+        }
+    }
 }
 
 /// An ordered list of ops committed atomically. Builder methods keep call sites short.
@@ -167,5 +233,22 @@ impl WriteBatch {
             ns: ns.into(),
             key: key.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_kv_values() {
+        let mut b = WriteBatch::new();
+        b.put_kv("users", &b"bob"[..], &b"$argon2id$secret-hash"[..]);
+        let shown = format!("{b:?}");
+        assert!(
+            shown.contains("bob") && shown.contains("21 bytes redacted"),
+            "{shown}"
+        );
+        assert!(!shown.contains("argon2"), "{shown}");
     }
 }

@@ -20,6 +20,23 @@
 //! the process ends.
 //!
 //! Batches commit in submission order. See README.md for the measured restart times.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use rampart_store::{RedbStore, Store, StoreOptions, WriteBatch};
+//!
+//! # fn main() -> Result<(), rampart_store::StoreError> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path(), StoreOptions::default())?);
+//! let mut batch = WriteBatch::new();
+//! batch.put_kv("banned", &b"client-x"[..], &b"until 2030"[..]);
+//! // In async code: `store.write(batch).await?`.
+//! store.write(batch).wait_blocking()?;
+//! let snapshot = store.load_all()?;
+//! assert_eq!(snapshot.kv.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -171,11 +188,25 @@ pub struct SessionSnapshot {
     pub inbound_qos2: Vec<u16>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` never shows the value (password hashes, key digests...).
+#[derive(Clone, PartialEq, Eq)]
 pub struct KvEntry {
     pub ns: String,
     pub key: Bytes,
     pub value: Bytes,
+}
+
+impl std::fmt::Debug for KvEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvEntry")
+            .field("ns", &self.ns)
+            .field("key", &self.key)
+            .field(
+                "value",
+                &format_args!("<{} bytes redacted>", self.value.len()),
+            )
+            .finish()
+    }
 }
 
 /// Everything in the store, as [`Store::load_all`] returns it.

@@ -47,8 +47,9 @@ pub struct SubscriptionRecord {
     pub subscription_id: Option<u32>,
 }
 
-/// An application message as stored (queued, retained or a will).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An application message as stored (queued, retained or a will). `Debug` shows sizes, not
+/// payload or properties, which may be private and large.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     pub topic: String,
     pub payload: Bytes,
@@ -60,6 +61,21 @@ pub struct MessageRecord {
     pub expiry_at_ms: Option<u64>,
     pub publisher: Option<String>,
     pub received_at_ms: u64,
+}
+
+impl std::fmt::Debug for MessageRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageRecord")
+            .field("topic", &self.topic)
+            .field("payload_len", &self.payload.len())
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("properties_len", &self.properties.len())
+            .field("expiry_at_ms", &self.expiry_at_ms)
+            .field("publisher", &self.publisher)
+            .field("received_at_ms", &self.received_at_ms)
+            .finish()
+    }
 }
 
 /// Delivery state of one queued message toward its session.
@@ -78,6 +94,8 @@ pub enum QueuedState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedRecord {
     /// Per-session monotonic sequence number chosen by the broker; it orders the queue.
+    /// After a restart the broker continues from the last restored entry's seq + 1 (or 0
+    /// for an empty queue): only order among present entries matters.
     pub seq: u64,
     pub message: MessageRecord,
     pub state: QueuedState,

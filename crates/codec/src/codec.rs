@@ -21,7 +21,7 @@ use crate::{
     ProtocolVersion, PubResp, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe, Will,
 };
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 /// Decode one packet from the front of `buf`, consuming its bytes, if a whole packet is there.
 ///
@@ -44,9 +44,13 @@ pub fn decode(
     }
     let packet_type = buf[0] >> 4;
     let flags = buf[0] & 0x0F;
+    if let Some(packet) = decode_small(packet_type, &buf[header_len..total], version) {
+        buf.advance(total);
+        return Ok(Some(packet));
+    }
     let frame = buf.split_to(total).freeze();
-    let mut r = Reader::new(frame, header_len);
-    decode_body(packet_type, flags, &mut r, version).map(Some)
+    let r = Reader::new(frame, header_len);
+    decode_body(packet_type, flags, r, version).map(Some)
 }
 
 /// Total size (fixed header included) of the packet at the front of `buf`, as soon as its
@@ -88,6 +92,40 @@ fn frame(
     Ok(Some((total as usize, header_len)))
 }
 
+/// The valid forms of the packets without strings or properties (acknowledgements of
+/// QoS 1/2 flows, pings, plain DISCONNECT), decoded straight from the buffer: taking a frame
+/// out of a shared buffer costs atomic reference-count operations these do not need. Anything
+/// else, including every invalid form, goes to the general decoder, which owns the errors.
+#[inline]
+fn decode_small(packet_type: u8, body: &[u8], v: ProtocolVersion) -> Option<Packet> {
+    let resp = |reason| {
+        let packet_id = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+        (packet_id != 0).then(|| PubResp {
+            packet_id,
+            reason,
+            properties: Properties::default(),
+        })
+    };
+    match (packet_type, body.len()) {
+        (4, 2) => resp(R::Success).map(Packet::PubAck),
+        (5, 2) => resp(R::Success).map(Packet::PubRec),
+        (6, 2) => resp(R::Success).map(Packet::PubRel),
+        (7, 2) => resp(R::Success).map(Packet::PubComp),
+        (4, 3) | (5, 3) if v.is_v5() && body[2] == 0 => resp(R::Success).map(if packet_type == 4 {
+            Packet::PubAck
+        } else {
+            Packet::PubRec
+        }),
+        (12, 0) => Some(Packet::PingReq),
+        (13, 0) => Some(Packet::PingResp),
+        (14, 0) => Some(Packet::Disconnect(Disconnect {
+            reason: R::Success,
+            properties: Properties::default(),
+        })),
+        _ => None,
+    }
+}
+
 /// Fixed header flags (table 2-2): PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010, PUBLISH its
 /// DUP/QoS/RETAIN bits, every other packet 0.
 fn check_flags(packet_type: u8, flags: u8, version: ProtocolVersion) -> Result<(), K> {
@@ -116,17 +154,24 @@ fn check_flags(packet_type: u8, flags: u8, version: ProtocolVersion) -> Result<(
     Ok(())
 }
 
+#[inline]
 fn decode_body(
     packet_type: u8,
     flags: u8,
-    r: &mut Reader,
+    mut r: Reader,
     v: ProtocolVersion,
 ) -> Result<Packet, DecodeError> {
     let err = |k| DecodeError::new(k, v);
+    if packet_type == 3 {
+        // PUBLISH takes the reader: its payload is the rest of the frame.
+        return decode_publish(flags, r, v)
+            .map(Packet::Publish)
+            .map_err(err);
+    }
+    let r = &mut r;
     let packet = match packet_type {
         1 => return decode_connect(r, v).map(|c| Packet::Connect(Box::new(c))),
         2 => Packet::ConnAck(decode_connack(r, v).map_err(err)?),
-        3 => Packet::Publish(decode_publish(flags, r, v).map_err(err)?),
         4 => Packet::PubAck(decode_pub_resp(r, v, props::PUBACK, PUBACK_CODES).map_err(err)?),
         5 => Packet::PubRec(decode_pub_resp(r, v, props::PUBREC, PUBACK_CODES).map_err(err)?),
         6 => Packet::PubRel(decode_pub_resp(r, v, props::PUBREL, PUBREL_CODES).map_err(err)?),
@@ -291,17 +336,18 @@ fn decode_connack(r: &mut Reader, v: ProtocolVersion) -> Result<ConnAck, K> {
     })
 }
 
-fn decode_publish(flags: u8, r: &mut Reader, v: ProtocolVersion) -> Result<Publish, K> {
+#[inline]
+fn decode_publish(flags: u8, mut r: Reader, v: ProtocolVersion) -> Result<Publish, K> {
     // check_flags rejected QoS 3 and DUP with QoS 0.
     let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(K::PublishQoS3)?;
     let topic = r.topic_name("topic name")?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
-        packet_id(r)?
+        packet_id(&mut r)?
     };
     let properties = if v.is_v5() {
-        props::decode(r, props::PUBLISH)?
+        props::decode(&mut r, props::PUBLISH)?
     } else {
         Properties::default()
     };
@@ -315,7 +361,7 @@ fn decode_publish(flags: u8, r: &mut Reader, v: ProtocolVersion) -> Result<Publi
         topic,
         packet_id,
         properties,
-        payload: r.rest(),
+        payload: r.into_rest(),
     })
 }
 

@@ -167,13 +167,20 @@ fn non_zero_u16(r: &mut Reader, id: u8) -> Result<u16, K> {
 }
 
 /// Reads a property length and the properties it covers, checking each against `ctx`.
-/// A zero length (the common case on the PUBLISH path) allocates nothing.
+/// A zero length (the common case on the PUBLISH path) allocates nothing and stays inline so
+/// that the empty `Properties` is built in place.
+#[inline]
 pub(crate) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, K> {
     let len = r.vbi("property length")? as usize;
-    let mut p = Properties::default();
     if len == 0 {
-        return Ok(p);
+        return Ok(Properties::default());
     }
+    decode_block(r, ctx, len)
+}
+
+#[inline(never)]
+fn decode_block(r: &mut Reader, ctx: Ctx, len: usize) -> Result<Properties, K> {
+    let mut p = Properties::default();
     let outer = r.limit(len, "properties")?;
     // Identifiers are below 64: one bit each records which have been seen.
     let mut seen: u64 = 0;

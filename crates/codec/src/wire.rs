@@ -3,7 +3,7 @@
 //! The reader works on the frozen frame of one packet, so strings and binary fields are
 //! `Bytes` slices of it: decoding never copies a payload.
 use crate::error::DecodeErrorKind as K;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 /// Largest value a variable byte integer can carry (4 bytes of 7 bits).
@@ -134,10 +134,12 @@ impl Reader {
         Ok(s)
     }
 
-    /// The rest of the current region (the payload).
-    pub(crate) fn rest(&mut self) -> Bytes {
-        let b = self.buf.slice(self.pos..self.end);
-        self.pos = self.end;
+    /// The rest of the frame (the payload), reusing the frame's reference instead of taking
+    /// another one: two atomic reference-count operations fewer per PUBLISH.
+    pub(crate) fn into_rest(self) -> Bytes {
+        let mut b = self.buf;
+        b.truncate(self.end);
+        b.advance(self.pos);
         b
     }
 

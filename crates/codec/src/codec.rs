@@ -30,7 +30,9 @@ use bytes::{Buf, BufMut, BytesMut};
 /// header included): a larger remaining length is rejected from the fixed header alone, before
 /// the body is buffered (reason 0x95 PacketTooLarge), so at most 5 bytes are looked at.
 /// Returns `Ok(None)` when more bytes are needed; `buf` is then untouched. On an error the
-/// connection is to be closed; the bytes of a fully buffered bad packet have been consumed.
+/// connection is to be closed; the bytes of a fully buffered bad packet have been consumed,
+/// except for a CONNECT, which stays in `buf`. [`DecodeError::version`] tells which version
+/// a bad CONNECT declared, and `DecodeErrorKind::UnsupportedProtocolLevel` its unknown level.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
@@ -48,9 +50,34 @@ pub fn decode(
         buf.advance(total);
         return Ok(Some(packet));
     }
+    if packet_type == 1 {
+        return decode_connect_frame(buf, total, header_len, version).map(Some);
+    }
     let frame = buf.split_to(total).freeze();
     let r = Reader::new(frame, header_len);
     decode_body(packet_type, flags, r, version).map(Some)
+}
+
+/// A CONNECT that breaks a rule is left in `buf`, so that the caller can still look at what
+/// the client sent (e.g. its protocol level) while choosing how to answer. Once per
+/// connection, so the copy on that error path costs nothing that matters.
+fn decode_connect_frame(
+    buf: &mut BytesMut,
+    total: usize,
+    header_len: usize,
+    version: ProtocolVersion,
+) -> Result<Packet, DecodeError> {
+    let frame = buf.split_to(total).freeze();
+    match decode_connect(&mut Reader::new(frame.clone(), header_len), version) {
+        Ok(c) => Ok(Packet::Connect(Box::new(c))),
+        Err(e) => {
+            let mut restored = BytesMut::with_capacity(frame.len() + buf.len());
+            restored.extend_from_slice(&frame);
+            restored.extend_from_slice(buf);
+            *buf = restored;
+            Err(e)
+        }
+    }
 }
 
 /// Total size (fixed header included) of the packet at the front of `buf`, as soon as its
@@ -170,6 +197,7 @@ fn decode_body(
     }
     let r = &mut r;
     let packet = match packet_type {
+        // Handled by decode_connect_frame; kept so that this match stays total.
         1 => return decode_connect(r, v).map(|c| Packet::Connect(Box::new(c))),
         2 => Packet::ConnAck(decode_connack(r, v).map_err(err)?),
         4 => Packet::PubAck(decode_pub_resp(r, v, props::PUBACK, PUBACK_CODES).map_err(err)?),

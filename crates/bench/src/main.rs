@@ -63,7 +63,7 @@ struct Load {
     #[arg(long, default_value_t = 8)]
     publishers: usize,
     /// Closed loop: messages the publishers may be ahead of the subscribers (per subscriber).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     window: u64,
     /// QoS 1: unacknowledged messages per publisher.
     #[arg(long, default_value_t = 100)]

@@ -69,8 +69,9 @@ pub fn machine() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
+    // Counted from cpuinfo, not from the affinity mask: with --pin the tool sees only one CPU.
+    let cores = fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
         .unwrap_or(0);
     let mem_gb = fs::read_to_string("/proc/meminfo")
         .ok()

@@ -35,6 +35,7 @@ pub struct Summary {
     pub max_us: f64,
     pub broker_cpu_s: f64,
     pub tool_cpu_s: f64,
+    pub per_broker_cpu_s: f64,
     pub rss_kb: f64,
     pub lost: f64,
     pub bytes_per_conn: f64,
@@ -79,6 +80,7 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 max_us: m(|r| r.max_us),
                 broker_cpu_s: m(|r| r.broker_cpu_s),
                 tool_cpu_s: m(|r| r.tool_cpu_s),
+                per_broker_cpu_s: m(|r| r.per_broker_cpu_s),
                 rss_kb: m(|r| {
                     if r.rss_kb > 0 {
                         r.rss_kb as f64
@@ -128,13 +130,21 @@ fn headline(scenario: &str) -> Vec<Metric> {
     } else if scenario.starts_with("idle") {
         vec![("RSS per connection (bytes)", |s| s.bytes_per_conn)]
     } else if scenario.starts_with("connect") {
-        vec![("connections/s", |s| s.msgs_per_sec)]
+        vec![
+            ("connections/s", |s| s.msgs_per_sec),
+            ("connections per broker CPU-s", |s| s.per_broker_cpu_s),
+        ]
     } else if scenario == "tls-handshake" {
-        vec![("handshakes/s", |s| s.msgs_per_sec)]
+        vec![
+            ("handshakes/s", |s| s.msgs_per_sec),
+            ("handshakes per broker CPU-s", |s| s.per_broker_cpu_s),
+        ]
     } else {
         vec![
             ("msg/s", |s| s.msgs_per_sec),
+            ("msg per broker CPU-s", |s| s.per_broker_cpu_s),
             ("p50 latency (us)", |s| s.p50_us),
+            ("p99 latency (us)", |s| s.p99_us),
         ]
     }
 }
@@ -207,16 +217,18 @@ pub fn markdown(sums: &[Summary], brokers: &[String]) -> String {
          RSS of the broker at the end of it.\n\n",
     );
     o.push_str(
-        "| scenario | broker | rate/s | p50 | p99 | p99.9 | max | broker CPU | tool CPU | \
-         broker RSS MiB | lost | runs | notes |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | broker | rate/s | per broker CPU-s | p50 | p99 | p99.9 | max | broker CPU \
+         | tool CPU | broker RSS MiB | lost | runs | notes |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for s in sums {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}{} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}{} | {} |",
             s.scenario,
             s.broker,
             human(s.msgs_per_sec),
+            human(s.per_broker_cpu_s),
             human(s.p50_us),
             human(s.p99_us),
             human(s.p999_us),
@@ -279,10 +291,11 @@ pub fn update_doc(doc: &str, block: &str) -> String {
 /// Plain console table.
 pub fn console(sums: &[Summary]) -> String {
     let mut o = format!(
-        "{:<14} {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}  notes\n",
+        "{:<14} {:<10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}  notes\n",
         "scenario",
         "broker",
         "rate/s",
+        "/brkCPUs",
         "p50us",
         "p99us",
         "p999us",
@@ -295,10 +308,11 @@ pub fn console(sums: &[Summary]) -> String {
     for s in sums {
         let _ = writeln!(
             o,
-            "{:<14} {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}  {}",
+            "{:<14} {:<10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}  {}",
             s.scenario,
             s.broker,
             human(s.msgs_per_sec),
+            human(s.per_broker_cpu_s),
             human(s.p50_us),
             human(s.p99_us),
             human(s.p999_us),

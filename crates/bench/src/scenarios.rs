@@ -43,6 +43,9 @@ pub struct Record {
     pub max_us: f64,
     pub broker_cpu_s: f64,
     pub tool_cpu_s: f64,
+    /// Work per broker CPU-second (rate x window / broker CPU): on a shared, noisy machine this
+    /// is steadier than the rate, which also depends on how much CPU the broker was given.
+    pub per_broker_cpu_s: f64,
     pub rss_kb: u64,
     pub sent: u64,
     pub received: u64,
@@ -66,6 +69,7 @@ impl Record {
             max_us: f64::NAN,
             broker_cpu_s: f64::NAN,
             tool_cpu_s: f64::NAN,
+            per_broker_cpu_s: f64::NAN,
             rss_kb: 0,
             sent: 0,
             received: 0,
@@ -82,6 +86,14 @@ impl Record {
         let mut r = Record::new(scenario, broker);
         r.error = Some(err);
         r
+    }
+
+    /// Derives the per-CPU-second figure once rate, window and CPU are known.
+    pub fn finish(mut self) -> Self {
+        if self.broker_cpu_s > 0.0 && self.duration_s > 0.0 && self.msgs_per_sec.is_finite() {
+            self.per_broker_cpu_s = self.msgs_per_sec * self.duration_s / self.broker_cpu_s;
+        }
+        self
     }
 
     fn set_latency(&mut self, h: &Hist) {
@@ -795,7 +807,7 @@ pub async fn run(name: &str, t: &Target, p: &Params) -> Result<Vec<Record>> {
         topic: fanout_topic,
         filter: "bench/fanout",
     };
-    Ok(match name {
+    let out = match name {
         "fanin-q0" => vec![flow(name, t, p, fanin(0, false, false)).await?],
         "fanin-q1" => vec![flow(name, t, p, fanin(1, false, false)).await?],
         "persist-q1" => vec![flow(name, t, p, fanin(1, false, true)).await?],
@@ -807,7 +819,8 @@ pub async fn run(name: &str, t: &Target, p: &Params) -> Result<Vec<Record>> {
         "connect" => connect(t, p).await?,
         "tls-handshake" => vec![tls_handshakes(t, p).await?],
         other => bail!("unknown scenario {other:?}; known: {}", ALL.join(", ")),
-    })
+    };
+    Ok(out.into_iter().map(Record::finish).collect())
 }
 
 /// Expands `all` and validates names.

@@ -14,7 +14,8 @@ use rampart_codec::{
     PubResp, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use rampart_core::topic::parse_subscription;
-use std::collections::HashMap;
+use rampart_store::{Commit, QueuedState, WriteBatch};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 /// Deliveries taken from the queue per lock acquisition.
 const DRAIN_BATCH: usize = 256;
+/// Output segments waiting for store commits; past this the queue keeps the backlog.
+const MAX_GATED: usize = 64;
 
 /// Why a connection ends, and what to tell the client.
 #[derive(Debug)]
@@ -199,6 +202,10 @@ struct Conn {
     will_delay: u32,
     counts: crate::metrics::LocalCounts,
     batch: Vec<Delivery>,
+    /// Output that must wait for a store commit (acknowledgements of persisted messages,
+    /// PUBLISH of QoS 2 messages whose packet id is being persisted), in order. An entry
+    /// without a commit is ready as soon as everything before it is.
+    gated: VecDeque<(Option<Commit>, BytesMut)>,
 }
 
 impl Conn {
@@ -355,6 +362,13 @@ impl Conn {
         state.protocol = v;
         state.expiry_interval = expiry;
         session.online.store(true, Ordering::Relaxed);
+        let persistent = router.store.is_some() && expiry > 0;
+        if session.persistent.swap(persistent, Ordering::Relaxed) && !persistent {
+            // A stored session resumed without expiry ends with this connection.
+            let mut b = WriteBatch::new();
+            b.delete_session(&*client_id);
+            router.commit_detached(b);
+        }
 
         // Keep alive: honour the client's value up to the configured maximum; v5 clients asking
         // for none (or too much) are told the Server Keep Alive; 3.1.1 ones get an idle limit.
@@ -437,7 +451,9 @@ impl Conn {
             will_delay,
             counts: Default::default(),
             batch: Vec::new(),
+            gated: VecDeque::new(),
         };
+        conn.router.commit_detached(conn.session_batch(false));
         conn.send(&connack(session_present, ReasonCode::Success, props));
         debug!(client_id = %conn.state.client_id, %peer, protocol = ?v, session_present, "connected");
         // Resend unacknowledged messages, in order, with DUP set ([MQTT-4.4.0-1]).
@@ -457,6 +473,45 @@ impl Conn {
         }
     }
 
+    /// Queue `p` behind any gated output; `commit`, if any, must resolve first.
+    fn emit(&mut self, p: &Packet, commit: Option<Commit>) {
+        if commit.is_none() && self.gated.is_empty() {
+            self.send(p);
+            return;
+        }
+        let mut seg = BytesMut::new();
+        if encode(p, self.version, &mut seg).is_ok() {
+            self.counts.messages_sent += 1;
+            self.gated.push_back((commit, seg));
+        }
+    }
+
+    fn persistent(&self) -> bool {
+        self.session.persistent.load(Ordering::Relaxed)
+    }
+
+    /// Store the session record (subscriptions, expiry, will) if the session is persistent.
+    fn session_batch(&self, disconnected: bool) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        if self.persistent() {
+            b.put_session(crate::persist::session_record(
+                &self.state,
+                self.will.as_ref(),
+                self.will_delay,
+                disconnected,
+            ));
+        }
+        b
+    }
+
+    fn forget_stored(&self, seq: u64) {
+        if seq != 0 {
+            let mut b = WriteBatch::new();
+            b.remove_queued(&*self.state.client_id, seq);
+            self.router.commit_detached(b);
+        }
+    }
+
     fn resend_inflight(&mut self) {
         let ids: Vec<u16> = self.state.outbound_order.iter().copied().collect();
         for id in ids {
@@ -464,12 +519,8 @@ impl Conn {
                 Some(OutFlight::Publish(d)) => {
                     self.write_publish(&d, id, true, Instant::now());
                 }
-                Some(OutFlight::Released) => {
-                    self.send(&Packet::PubRel(PubResp {
-                        packet_id: id,
-                        reason: ReasonCode::Success,
-                        properties: Properties::default(),
-                    }));
+                Some(OutFlight::Released { .. }) => {
+                    self.send(&pubrel(id, ReasonCode::Success));
                 }
                 None => {}
             }
@@ -512,6 +563,9 @@ impl Conn {
     /// Move deliveries from the session queue to the write buffer, within the client's
     /// receive maximum for QoS 1/2 ([MQTT-3.3.4-9]) and the write high-water mark.
     fn drain_queue(&mut self) {
+        if self.gated.len() >= MAX_GATED {
+            return;
+        }
         let now = Instant::now();
         while self.out.len() < WRITE_HIGH_WATER {
             let mut room = self.send_window.saturating_sub(self.state.outbound.len());
@@ -538,21 +592,44 @@ impl Conn {
                 return;
             }
             let mut batch = std::mem::take(&mut self.batch);
+            let start = self.out.len();
+            let mut store_ops = WriteBatch::new();
             for d in batch.drain(..) {
                 if d.msg.is_expired(now) {
                     // Expired messages are not sent ([MQTT-3.3.2-5]).
+                    self.forget_stored(d.seq);
                     continue;
                 }
                 if d.qos == QoS::AtMostOnce {
                     self.write_publish(&d, 0, false, now);
                 } else if let Some(id) = self.state.alloc_packet_id() {
                     if self.write_publish(&d, id, false, now) {
+                        if d.qos == QoS::ExactlyOnce && d.seq != 0 {
+                            // The packet id must be on disk before the PUBLISH leaves, so
+                            // that a restart resends it as a duplicate, never as new.
+                            store_ops.set_queued_state(
+                                &*self.state.client_id,
+                                d.seq,
+                                QueuedState::Inflight { packet_id: id },
+                            );
+                        }
                         self.state.outbound.insert(id, OutFlight::Publish(d));
                         self.state.outbound_order.push_back(id);
+                    } else {
+                        self.forget_stored(d.seq);
                     }
                 }
             }
             self.batch = batch;
+            let commit = self.router.commit(store_ops);
+            if commit.is_some() || !self.gated.is_empty() {
+                let seg = self.out.split_off(start);
+                if !seg.is_empty() {
+                    self.gated.push_back((commit, seg));
+                }
+                // Later deliveries queue behind this segment: keep them in the session queue.
+                return;
+            }
         }
     }
 
@@ -587,6 +664,7 @@ impl Conn {
                 rbuf.reserve(READ_CHUNK);
             }
             let writing = !self.out.is_empty();
+            let gating = !self.gated.is_empty();
             tokio::select! {
                 biased;
                 ctl = control.recv() => match ctl {
@@ -620,6 +698,24 @@ impl Conn {
                         if let Err(close) = self.on_readable(&mut rbuf) {
                             return close;
                         }
+                    }
+                },
+                r = gate_ready(&mut self.gated), if gating => match r {
+                    Ok(()) => {
+                        // The front entry is ready (its commit resolved, or it had none);
+                        // release it and the commit-free entries right behind it.
+                        if let Some((_, seg)) = self.gated.pop_front() {
+                            self.out.extend_from_slice(&seg);
+                        }
+                        while matches!(self.gated.front(), Some((None, _))) {
+                            if let Some((_, seg)) = self.gated.pop_front() {
+                                self.out.extend_from_slice(&seg);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(client_id = %self.state.client_id, error = %e, "store write failed; closing so the client resends");
+                        return Close::Server(ReasonCode::UnspecifiedError, "store write failed");
                     }
                 },
                 _ = session.notify.notified() => {}
@@ -658,55 +754,77 @@ impl Conn {
             Packet::PubAck(a) => {
                 if let Some(OutFlight::Publish(d)) = self.state.outbound.get(&a.packet_id) {
                     if d.qos == QoS::AtLeastOnce {
+                        let seq = d.seq;
                         self.state.forget_outbound(a.packet_id);
+                        self.forget_stored(seq);
                     }
                 }
                 Ok(())
             }
             Packet::PubRec(a) => {
-                let known = matches!(
-                    self.state.outbound.get(&a.packet_id),
-                    Some(OutFlight::Publish(d)) if d.qos == QoS::ExactlyOnce
-                ) || matches!(
-                    self.state.outbound.get(&a.packet_id),
-                    Some(OutFlight::Released)
-                );
-                if !known {
-                    self.send(&pubresp_rel(
-                        a.packet_id,
-                        ReasonCode::PacketIdentifierNotFound,
-                        self.is_v5(),
-                    ));
-                    return Ok(());
-                }
+                let seq = match self.state.outbound.get(&a.packet_id) {
+                    Some(OutFlight::Publish(d)) if d.qos == QoS::ExactlyOnce => d.seq,
+                    Some(OutFlight::Released { seq }) => *seq,
+                    _ => {
+                        self.emit(
+                            &pubrel(a.packet_id, ReasonCode::PacketIdentifierNotFound),
+                            None,
+                        );
+                        return Ok(());
+                    }
+                };
                 if a.reason.is_error() {
-                    // The client refused the message: the exchange ends here ([MQTT-4.3.3-?]).
+                    // The client refused the message: the exchange ends here ([MQTT-4.3.3-4]).
                     self.state.forget_outbound(a.packet_id);
+                    self.forget_stored(seq);
                     return Ok(());
                 }
-                self.state.outbound.insert(a.packet_id, OutFlight::Released);
-                self.send(&pubresp_rel(a.packet_id, ReasonCode::Success, true));
+                self.state
+                    .outbound
+                    .insert(a.packet_id, OutFlight::Released { seq });
+                // PUBREL only once "PUBREC received" is durable: after a restart the broker
+                // then resends PUBREL, never the message.
+                let mut b = WriteBatch::new();
+                if seq != 0 {
+                    b.set_queued_state(
+                        &*self.state.client_id,
+                        seq,
+                        QueuedState::PubrelPending {
+                            packet_id: a.packet_id,
+                        },
+                    );
+                }
+                let commit = self.router.commit(b);
+                self.emit(&pubrel(a.packet_id, ReasonCode::Success), commit);
                 Ok(())
             }
             Packet::PubRel(r) => {
-                let reason = if self.state.inbound_qos2.remove(&r.packet_id) || !self.is_v5() {
+                let known = self.state.inbound_qos2.remove(&r.packet_id);
+                if known && self.persistent() {
+                    let mut b = WriteBatch::new();
+                    b.delete_inbound_qos2(&*self.state.client_id, r.packet_id);
+                    self.router.commit_detached(b);
+                }
+                let reason = if known || !self.is_v5() {
                     ReasonCode::Success
                 } else {
                     ReasonCode::PacketIdentifierNotFound
                 };
-                self.send(&Packet::PubComp(PubResp {
-                    packet_id: r.packet_id,
-                    reason,
-                    properties: Properties::default(),
-                }));
+                self.emit(
+                    &Packet::PubComp(PubResp {
+                        packet_id: r.packet_id,
+                        reason,
+                        properties: Properties::default(),
+                    }),
+                    None,
+                );
                 Ok(())
             }
             Packet::PubComp(c) => {
-                if matches!(
-                    self.state.outbound.get(&c.packet_id),
-                    Some(OutFlight::Released)
-                ) {
+                if let Some(OutFlight::Released { seq }) = self.state.outbound.get(&c.packet_id) {
+                    let seq = *seq;
                     self.state.forget_outbound(c.packet_id);
+                    self.forget_stored(seq);
                 }
                 Ok(())
             }
@@ -732,6 +850,17 @@ impl Conn {
     }
 
     fn ack_publish(&mut self, qos: QoS, packet_id: u16, reason: ReasonCode) {
+        self.ack_publish_after(qos, packet_id, reason, None);
+    }
+
+    /// Acknowledge a PUBLISH once `commit` (its store writes) is durable.
+    fn ack_publish_after(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        reason: ReasonCode,
+        commit: Option<Commit>,
+    ) {
         let resp = PubResp {
             packet_id,
             reason: if self.is_v5() {
@@ -743,8 +872,8 @@ impl Conn {
         };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(resp)),
-            QoS::ExactlyOnce => self.send(&Packet::PubRec(resp)),
+            QoS::AtLeastOnce => self.emit(&Packet::PubAck(resp), commit),
+            QoS::ExactlyOnce => self.emit(&Packet::PubRec(resp), commit),
         }
     }
 
@@ -844,15 +973,26 @@ impl Conn {
             retain: p.retain,
             publisher: Some(self.state.client_id.clone()),
         });
+        let mut ctx = crate::router::PersistCtx::default();
         let mut reason = ReasonCode::Success;
-        if msg.retain && !self.router.retain(&msg) {
+        if msg.retain && !self.router.retain(&msg, &mut ctx.batch) {
             reason = ReasonCode::QuotaExceeded;
         }
-        self.router.publish(&msg);
+        self.router.publish_with(&msg, &mut ctx);
         if p.qos == QoS::ExactlyOnce {
             self.state.inbound_qos2.insert(p.packet_id);
+            if self.persistent() {
+                ctx.batch
+                    .put_inbound_qos2(&*self.state.client_id, p.packet_id);
+            }
         }
-        self.ack_publish(p.qos, p.packet_id, reason);
+        if p.qos == QoS::AtMostOnce {
+            self.router.commit_detached(ctx.batch);
+        } else {
+            // Durability contract: PUBACK/PUBREC only once every persistent copy is on disk.
+            let commit = self.router.commit(ctx.batch);
+            self.ack_publish_after(p.qos, p.packet_id, reason, commit);
+        }
         Ok(())
     }
 
@@ -948,15 +1088,21 @@ impl Conn {
                         retain: true,
                         subscription_ids: sub_id.into_iter().collect(),
                         shared_group: None,
+                        seq: 0,
                     });
                 }
             }
         }
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            properties: Properties::default(),
-            reasons,
-        }));
+        // SUBACK only once a persistent session's new subscriptions are on disk.
+        let commit = self.router.commit(self.session_batch(false));
+        self.emit(
+            &Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                properties: Properties::default(),
+                reasons,
+            }),
+            commit,
+        );
         for d in retained {
             if self.session.push(d).is_err() {
                 self.counts.publish_dropped += 1;
@@ -989,11 +1135,15 @@ impl Conn {
                 Err(_) => reasons.push(ReasonCode::TopicFilterInvalid),
             }
         }
-        self.send(&Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            properties: Properties::default(),
-            reasons,
-        }));
+        let commit = self.router.commit(self.session_batch(false));
+        self.emit(
+            &Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Properties::default(),
+                reasons,
+            }),
+            commit,
+        );
         Ok(())
     }
 
@@ -1095,6 +1245,17 @@ impl Conn {
             drop(slot);
             self.router.redeliver_shared(&session, &state);
         } else {
+            if self.persistent() {
+                // Remember when the client left, so expiry survives a restart.
+                let mut b = WriteBatch::new();
+                b.put_session(crate::persist::session_record(
+                    &self.state,
+                    if will_now { None } else { will.as_ref() },
+                    self.will_delay,
+                    true,
+                ));
+                self.router.commit_detached(b);
+            }
             let state = std::mem::replace(
                 &mut self.state,
                 Box::new(SessionState::new(
@@ -1118,12 +1279,24 @@ impl Conn {
     }
 }
 
-fn pubresp_rel(packet_id: u16, reason: ReasonCode, _v5: bool) -> Packet {
+fn pubrel(packet_id: u16, reason: ReasonCode) -> Packet {
     Packet::PubRel(PubResp {
         packet_id,
         reason,
         properties: Properties::default(),
     })
+}
+
+/// Resolves when the first gated entry's commit does (at once if it has none).
+async fn gate_ready(
+    gated: &mut VecDeque<(Option<Commit>, BytesMut)>,
+) -> Result<(), rampart_store::StoreError> {
+    std::future::poll_fn(|cx| match gated.front_mut() {
+        Some((Some(c), _)) => std::future::Future::poll(std::pin::Pin::new(c), cx),
+        Some((None, _)) => std::task::Poll::Ready(Ok(())),
+        None => std::task::Poll::Pending,
+    })
+    .await
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

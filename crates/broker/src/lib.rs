@@ -9,6 +9,7 @@ pub mod connection;
 pub mod listener;
 pub mod message;
 pub mod metrics;
+pub mod persist;
 pub mod router;
 pub mod session;
 pub mod sys;
@@ -22,6 +23,35 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use router::Router;
+
+/// Open the configured store: redb in the data directory, or none for `memory` (which keeps
+/// nothing across restarts). A damaged or incompatible store is an error, never wiped.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Option<Arc<dyn rampart_store::Store>>> {
+    use rampart_config::{StorageBackend, SyncMode};
+    match cfg.storage.backend {
+        StorageBackend::Memory => Ok(None),
+        StorageBackend::Redb => {
+            let opts = rampart_store::StoreOptions {
+                sync: match cfg.storage.sync {
+                    SyncMode::Always => rampart_store::SyncMode::Always,
+                    SyncMode::Periodic { interval_ms } => {
+                        rampart_store::SyncMode::Periodic { interval_ms }
+                    }
+                },
+                ..Default::default()
+            };
+            let store = rampart_store::RedbStore::open(&cfg.node.data_dir, opts).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the store in {}: {e} (the store was left as it is; \
+                     `rampart store check --data-dir {}` reports its state)",
+                    cfg.node.data_dir.display(),
+                    cfg.node.data_dir.display()
+                )
+            })?;
+            Ok(Some(Arc::new(store)))
+        }
+    }
+}
 
 /// Highest number of client connections this process can hold: the open-file limit minus a
 /// reserve for the store, listeners and logs.
@@ -45,7 +75,26 @@ pub fn derived_max_connections() -> usize {
 /// Run the broker until `shutdown` turns true, then stop accepting, send DISCONNECT 0x8B to
 /// v5 clients, flush and return.
 pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let router = Arc::new(Router::new(cfg.clone()));
+    let store = open_store(&cfg)?;
+    let router = Arc::new(Router::new(cfg.clone(), store.clone()));
+    if let Some(store) = &store {
+        let started = std::time::Instant::now();
+        let snap = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.load_all()).await??
+        };
+        let orphans = snap.orphan_queue_entries + snap.orphan_inbound_qos2;
+        let retained = snap.retained.len();
+        let (sessions, queued) = persist::restore(&router, snap);
+        info!(
+            sessions,
+            queued,
+            retained,
+            orphans,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "restored state from the store"
+        );
+    }
     let max_total = if cfg.mqtt.max_connections == 0 {
         derived_max_connections()
     } else {
@@ -82,6 +131,7 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
     for t in tasks {
         let _ = t.await;
     }
+    let flush_store = |router: &Arc<Router>| router.store.as_ref().map(|s| s.flush());
     // Connection tasks see the same signal; give them a bounded time to say goodbye.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while live.load(std::sync::atomic::Ordering::Acquire) > 0 {
@@ -90,6 +140,11 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(flush) = flush_store(&router) {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(10), flush).await {
+            warn!(error = %e, "store flush at shutdown timed out");
+        }
     }
     Ok(())
 }

@@ -72,4 +72,6 @@ pub struct Delivery {
     /// Set when the delivery came through a shared subscription, so it can be handed to
     /// another member if this session goes away before acknowledging it.
     pub shared_group: Option<Arc<str>>,
+    /// Position in the session's stored queue; 0 when the delivery is not persisted.
+    pub seq: u64,
 }

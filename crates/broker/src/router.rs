@@ -10,6 +10,7 @@ use rampart_config::SharedStrategy as CfgStrategy;
 use rampart_core::index::{SharedStrategy, SubscriptionIndex};
 use rampart_core::retained::RetainedIndex;
 use rampart_core::topic::TopicFilter;
+use rampart_store::{QueuedState, Store, WriteBatch};
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +35,16 @@ pub struct Router {
     pub metrics: Metrics,
     pub started: Instant,
     strategy: SharedStrategy,
+    /// The durable store; `None` with `storage.backend = "memory"`, where nothing is written.
+    pub store: Option<Arc<dyn Store>>,
+}
+
+/// Store writes gathered while routing one message; committed as one batch.
+#[derive(Default)]
+pub struct PersistCtx {
+    pub batch: WriteBatch,
+    /// The message as a store record, built once for all persistent targets.
+    record: Option<rampart_store::MessageRecord>,
 }
 
 /// One matched session while merging overlapping subscriptions of a publish.
@@ -50,7 +61,7 @@ thread_local! {
 }
 
 impl Router {
-    pub fn new(cfg: Arc<Config>) -> Self {
+    pub fn new(cfg: Arc<Config>, store: Option<Arc<dyn Store>>) -> Self {
         Router {
             registry: Registry::default(),
             subs: SubscriptionIndex::new(),
@@ -65,12 +76,37 @@ impl Router {
                 CfgStrategy::Sticky => SharedStrategy::Sticky,
             },
             cfg,
+            store,
         }
     }
 
     /// Route a message to every matching session. Returns the number of sessions it was
     /// queued for.
+    /// Route a message whose store writes nobody waits for (wills, $SYS).
     pub fn publish(&self, msg: &Arc<Message>) -> usize {
+        let mut ctx = PersistCtx::default();
+        let n = self.publish_with(msg, &mut ctx);
+        self.commit_detached(ctx.batch);
+        n
+    }
+
+    /// Write a batch without waiting for it (its loss in a crash is acceptable).
+    pub fn commit_detached(&self, batch: WriteBatch) {
+        if let (Some(store), false) = (&self.store, batch.is_empty()) {
+            drop(store.write(batch));
+        }
+    }
+
+    /// Write a batch; `None` when there is nothing to wait for.
+    pub fn commit(&self, batch: WriteBatch) -> Option<rampart_store::Commit> {
+        match (&self.store, batch.is_empty()) {
+            (Some(store), false) => Some(store.write(batch)),
+            _ => None,
+        }
+    }
+
+    /// Route a message, adding the store writes it needs to `ctx`.
+    pub fn publish_with(&self, msg: &Arc<Message>, ctx: &mut PersistCtx) -> usize {
         let now = Instant::now();
         if msg.is_expired(now) {
             return 0;
@@ -111,7 +147,8 @@ impl Router {
                             msg.qos.min(entry.options.qos),
                             entry.options.retain_as_published && msg.retain,
                             entry.subscription_id.into_iter().collect(),
-                            Some(Arc::from(group.group())),
+                            Some(group.group_arc().clone()),
+                            ctx,
                         ) {
                             delivered += 1;
                         }
@@ -147,6 +184,7 @@ impl Router {
                     t.retain,
                     std::mem::take(&mut t.subscription_ids),
                     None,
+                    ctx,
                 ) {
                     delivered += 1;
                 }
@@ -157,6 +195,7 @@ impl Router {
         delivered
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &self,
         session: &SessionShared,
@@ -165,20 +204,45 @@ impl Router {
         retain: bool,
         subscription_ids: Vec<u32>,
         shared_group: Option<Arc<str>>,
+        ctx: &mut PersistCtx,
     ) -> bool {
         // Offline sessions keep QoS 1 and 2 only; QoS 0 is for whoever is listening now.
         if qos == QoS::AtMostOnce && !session.online.load(Ordering::Relaxed) {
             return false;
         }
+        let persist = qos != QoS::AtMostOnce
+            && self.store.is_some()
+            && session.persistent.load(Ordering::Relaxed);
+        let seq = if persist {
+            session.next_seq.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         let d = Delivery {
             msg: msg.clone(),
             qos,
             retain,
             subscription_ids,
             shared_group,
+            seq,
         };
+        let record = persist.then(|| rampart_store::QueuedRecord {
+            seq,
+            message: ctx
+                .record
+                .get_or_insert_with(|| crate::persist::message_record(msg))
+                .clone(),
+            state: QueuedState::Queued,
+            subscription_ids: d.subscription_ids.clone(),
+            granted_qos: qos as u8,
+        });
         match session.push(d) {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Some(r) = record {
+                    ctx.batch.append_queued(&*session.client_id, r);
+                }
+                true
+            }
             Err(_) => {
                 self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
                 false
@@ -188,9 +252,13 @@ impl Router {
 
     /// Store, replace or delete (empty payload) a retained message ([MQTT-3.3.1-5..7]).
     /// Returns false when the retained store is full.
-    pub fn retain(&self, msg: &Arc<Message>) -> bool {
+    pub fn retain(&self, msg: &Arc<Message>, batch: &mut WriteBatch) -> bool {
+        // $SYS values are regenerated at every interval: not worth a disk write.
+        let durable = self.store.is_some() && !msg.topic.starts_with("$SYS");
         if msg.payload.is_empty() {
-            self.retained.remove(&msg.topic);
+            if self.retained.remove(&msg.topic).is_some() && durable {
+                batch.delete_retained(msg.topic.to_string());
+            }
             return true;
         }
         if self.retained.len() as u64 >= self.cfg.mqtt.retained_max_count
@@ -199,6 +267,9 @@ impl Router {
             return false;
         }
         self.retained.insert(&msg.topic, msg.clone());
+        if durable {
+            batch.put_retained(crate::persist::message_record(msg));
+        }
         true
     }
 
@@ -223,6 +294,11 @@ impl Router {
         session: &SessionShared,
         state: &crate::session::SessionState,
     ) {
+        if session.persistent.swap(false, Ordering::Relaxed) {
+            let mut b = WriteBatch::new();
+            b.delete_session(&*session.client_id);
+            self.commit_detached(b);
+        }
         for (group, filter) in state.subscriptions.keys() {
             if let Ok(parsed) = rampart_core::topic::parse_subscription(filter) {
                 self.subs
@@ -276,6 +352,7 @@ impl Router {
                     retain: d.retain,
                     subscription_ids: entry.subscription_id.into_iter().collect(),
                     shared_group: Some(group),
+                    seq: 0,
                 };
                 if entry.session.push(redelivery).is_err() {
                     self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
@@ -299,9 +376,11 @@ impl Router {
             properties: Message::forwarded_properties(&w.properties),
             publisher: Some(client_id.clone()),
         });
+        let mut ctx = PersistCtx::default();
         if msg.retain {
-            self.retain(&msg);
+            self.retain(&msg, &mut ctx.batch);
         }
-        self.publish(&msg);
+        self.publish_with(&msg, &mut ctx);
+        self.commit_detached(ctx.batch);
     }
 }

@@ -74,6 +74,11 @@ pub struct SessionShared {
     /// Caps, copied from the config at creation so that the publish path reads no config.
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    /// True while the session outlives its connection (expiry > 0) and a durable store is
+    /// configured: its QoS 1/2 deliveries are written to the store.
+    pub persistent: AtomicBool,
+    /// Next stored-queue sequence number.
+    pub next_seq: AtomicU64,
 }
 
 impl SessionShared {
@@ -86,7 +91,16 @@ impl SessionShared {
             slot: Mutex::new(Slot::default()),
             max_queued_messages,
             max_queued_bytes,
+            persistent: AtomicBool::new(false),
+            next_seq: AtomicU64::new(1),
         }
+    }
+
+    /// Restore a stored delivery at start-up: stored state is never refused.
+    pub fn push_restored(&self, d: Delivery) {
+        let mut q = self.queue.lock();
+        q.bytes += d.msg.cost();
+        q.items.push_back(d);
     }
 
     /// Queue one delivery and wake the owner. Overflow policy: the newest delivery is
@@ -135,8 +149,9 @@ pub struct SubRecord {
 pub enum OutFlight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Publish(Delivery),
-    /// PUBREC received, PUBREL sent, waiting for PUBCOMP.
-    Released,
+    /// PUBREC received, PUBREL sent, waiting for PUBCOMP. `seq` is the stored queue entry
+    /// (0 if not persisted), removed at PUBCOMP.
+    Released { seq: u64 },
 }
 
 /// The session state that survives disconnection: plain data, persisted by the store.
@@ -199,6 +214,8 @@ impl SessionState {
 /// All sessions by client id, sharded so that connects on different cores rarely contend.
 pub struct Registry {
     shards: Vec<Mutex<HashMap<Arc<str>, Arc<SessionShared>>>>,
+    /// Randomly seeded per process, so that chosen client ids cannot pile into one shard.
+    hasher: ahash::RandomState,
     pub next_conn_id: AtomicU64,
 }
 
@@ -210,6 +227,7 @@ impl Default for Registry {
             shards: (0..REGISTRY_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
+            hasher: ahash::RandomState::new(),
             next_conn_id: AtomicU64::new(1),
         }
     }
@@ -217,10 +235,8 @@ impl Default for Registry {
 
 impl Registry {
     fn shard(&self, id: &str) -> &Mutex<HashMap<Arc<str>, Arc<SessionShared>>> {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-        id.hash(&mut h);
-        &self.shards[(h.finish() as usize) % REGISTRY_SHARDS]
+        let h = self.hasher.hash_one(id);
+        &self.shards[(h as usize) % REGISTRY_SHARDS]
     }
 
     pub fn get_or_create(

@@ -88,7 +88,7 @@ fn publish_all(r: &Router) {
             expires_at: None,
             publisher: None,
         });
-        r.retain(&msg);
+        r.retain(&msg, &mut rampart_store::WriteBatch::new());
         r.publish(&msg);
     }
 }

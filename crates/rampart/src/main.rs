@@ -34,6 +34,24 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Inspect the embedded store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Verify the store without modifying it: decode every record, check cross references.
+    /// Run it while the broker is stopped. Exits non-zero if anything is damaged.
+    Check {
+        /// Data directory holding rampart.redb (default: node.data_dir from --config, or ./data).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
@@ -78,6 +96,48 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Store {
+            command: StoreCommand::Check { data_dir, config },
+        } => {
+            let dir = match (data_dir, config) {
+                (Some(d), _) => d,
+                (None, c) => match load(c.as_ref()) {
+                    Ok(cfg) => cfg.node.data_dir.clone(),
+                    Err(errors) => {
+                        eprint!("{errors}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            match rampart_store::RedbStore::check_offline(&dir) {
+                Ok(report) => {
+                    println!("store: {}", dir.join(rampart_store::FILE_NAME).display());
+                    println!("format version: {}", report.format_version);
+                    println!(
+                        "sessions: {}, queued messages: {}, inbound QoS 2 ids: {}, retained: {}, kv: {}",
+                        report.sessions, report.queued, report.inbound_qos2, report.retained, report.kv
+                    );
+                    println!(
+                        "orphans (purged at next start): {} queue entries, {} inbound ids",
+                        report.orphan_queue_entries, report.orphan_inbound_qos2
+                    );
+                    for p in &report.problems {
+                        println!("problem: {p}");
+                    }
+                    if report.is_ok() {
+                        println!("OK");
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("DAMAGED: {} problem(s)", report.problem_count);
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("rampart: store check failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let cfg = match load(config.as_ref()) {
                 Ok(c) => c,

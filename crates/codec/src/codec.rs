@@ -498,7 +498,7 @@ fn decode_suback(r: &mut Reader, v: ProtocolVersion) -> Result<SubAck, K> {
         }
     }
     if ack.reasons.is_empty() {
-        return Err(K::NoReasonCodes);
+        return Err(K::NoReasonCodes { packet: "SUBACK" });
     }
     Ok(ack)
 }
@@ -537,7 +537,7 @@ fn decode_unsuback(r: &mut Reader, v: ProtocolVersion) -> Result<UnsubAck, K> {
             ack.reasons.push(reason(r, UNSUBACK_CODES, "UNSUBACK")?);
         }
         if ack.reasons.is_empty() {
-            return Err(K::NoReasonCodes);
+            return Err(K::NoReasonCodes { packet: "UNSUBACK" });
         }
     }
     r.finish("UNSUBACK")?;

@@ -56,7 +56,7 @@ impl DecodeError {
             | SessionPresentWithError
             | NoTopicFilters
             | NoUnsubscribeFilters
-            | NoReasonCodes
+            | NoReasonCodes { .. }
             | RetainHandling3
             | NoLocalOnSharedSubscription
             | AuthInV3 => ReasonCode::ProtocolError,
@@ -128,7 +128,8 @@ impl DecodeError {
             NoTopicFilters if v3 => "[MQTT-3.8.3-3]",
             NoTopicFilters => "[MQTT-3.8.3-2]",
             NoUnsubscribeFilters => "[MQTT-3.10.3-2]",
-            NoReasonCodes => "[MQTT-§3.9.3]",
+            NoReasonCodes { packet: "UNSUBACK" } => "[MQTT-§3.11.3]",
+            NoReasonCodes { .. } => "[MQTT-§3.9.3]",
             SubscriptionOptionsReserved if v3 => "[MQTT-3-8.3-4]",
             SubscriptionOptionsReserved => "[MQTT-3.8.3-5]",
             SubscriptionQoS3 if v3 => "[MQTT-3-8.3-4]",
@@ -250,8 +251,8 @@ pub enum DecodeErrorKind {
     NoTopicFilters,
     #[error("UNSUBSCRIBE without a topic filter")]
     NoUnsubscribeFilters,
-    #[error("acknowledgement without a reason code")]
-    NoReasonCodes,
+    #[error("{packet} without a reason code")]
+    NoReasonCodes { packet: &'static str },
     #[error("subscription options reserved bits are set")]
     SubscriptionOptionsReserved,
     #[error("subscription options QoS 3")]

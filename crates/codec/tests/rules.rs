@@ -847,15 +847,15 @@ fn acknowledgements_without_reason_codes() {
     reject(
         V311,
         &[0x90, 2, 0, 1],
-        K::NoReasonCodes,
+        K::NoReasonCodes { packet: "SUBACK" },
         "[MQTT-§3.9.3]",
         R::ProtocolError,
     );
     reject(
         V5,
         &[0xB0, 3, 0, 1, 0],
-        K::NoReasonCodes,
-        "[MQTT-§3.9.3]",
+        K::NoReasonCodes { packet: "UNSUBACK" },
+        "[MQTT-§3.11.3]",
         R::ProtocolError,
     );
 }
@@ -867,7 +867,7 @@ fn every_error_kind_maps_to_a_rule_and_an_error_reason() {
         K::PacketTooLarge { size: 1, max: 0 },
         K::VarIntTooLong,
         K::InvalidUtf8,
-        K::NoReasonCodes,
+        K::NoReasonCodes { packet: "SUBACK" },
         K::UnsupportedProtocolLevel { level: 9 },
     ];
     for k in kinds {

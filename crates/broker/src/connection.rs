@@ -886,6 +886,9 @@ impl Conn {
                 "[MQTT-3.2.2-11]",
             ));
         }
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.3.4-6]"));
+        }
         if p.retain && !cfg.mqtt.retain_available {
             return Err(Close::Server(
                 ReasonCode::RetainNotSupported,

@@ -75,7 +75,7 @@ fn publish_all(r: &Router) {
         ("$SYS/broker/subscriptions/count", r.subs.len().to_string()),
         (
             "$SYS/broker/retained messages/count",
-            r.retained.len().to_string(),
+            r.retained.len().saturating_sub(sys_retained(r)).to_string(),
         ),
     ];
     for (topic, value) in items {
@@ -91,4 +91,13 @@ fn publish_all(r: &Router) {
         r.retain(&msg, &mut rampart_store::WriteBatch::new());
         r.publish(&msg);
     }
+}
+
+/// The broker's own retained $SYS values, left out of the retained count.
+fn sys_retained(r: &Router) -> usize {
+    let mut n = 0;
+    if let Ok(f) = rampart_core::topic::TopicFilter::try_from("$SYS/#") {
+        r.retained.for_each_match(&f, |_, _| n += 1);
+    }
+    n
 }

@@ -13,6 +13,7 @@ use rampart_codec::{
     decode, encode, encoded_len, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion,
     PubResp, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
+pub use rampart_core::conn_info::{CertIdentity, ConnInfo, TlsInfo};
 use rampart_core::topic::parse_subscription;
 use rampart_store::{Commit, QueuedState, WriteBatch};
 use std::collections::{HashMap, VecDeque};
@@ -57,12 +58,13 @@ enum Close {
 /// Entry point for an accepted stream of any transport.
 pub async fn serve_connection<S>(
     stream: S,
-    peer: SocketAddr,
+    info: ConnInfo,
     router: Arc<Router>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let peer = info.peer;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let cfg = router.cfg.clone();
     let mut rbuf = BytesMut::with_capacity(512);

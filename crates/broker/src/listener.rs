@@ -50,6 +50,7 @@ pub async fn run(
         .map(|m| m as usize)
         .unwrap_or(usize::MAX);
     let mut stop = shutdown.clone();
+    let listener_name: Arc<str> = Arc::from(cfg.name.as_str());
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -84,9 +85,16 @@ pub async fn run(
         let guard = (ConnGuard(live.clone()), ConnGuard(per_listener.clone()));
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let name = listener_name.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            serve_connection(stream, peer, router, shutdown).await;
+            let info = crate::connection::ConnInfo {
+                peer,
+                listener: name,
+                transport: "tcp",
+                tls: None,
+            };
+            serve_connection(stream, info, router, shutdown).await;
         });
     }
 }

@@ -4,6 +4,7 @@
 //! rampart-core never performs I/O and never reads the clock: time is always an argument.
 #![forbid(unsafe_code)]
 
+pub mod conn_info;
 pub mod index;
 pub mod packet_id;
 pub mod rate;

@@ -1,0 +1,2 @@
+//! rampart-auth: authentication chain, authorization sources, ACL rules.
+#![forbid(unsafe_code)]

@@ -856,6 +856,33 @@ fn listener(cx: &mut Cx, mut r: Reader, danger: &DangerConfig) -> Option<Decoded
         }
     });
     let proxy_protocol = r.get(cx, "proxy_protocol", false);
+    let mut trusted_proxies = Vec::new();
+    for p in r.get::<Vec<String>>(cx, "trusted_proxies", Vec::new()) {
+        match IpNet::parse(&p) {
+            Ok(n) => trusted_proxies.push(n),
+            Err(msg) => {
+                let origin = r.origin_of("trusted_proxies");
+                cx.err(&origin, r.path("trusted_proxies"), msg);
+            }
+        }
+    }
+    if proxy_protocol && trusted_proxies.is_empty() && r.has("proxy_protocol") {
+        let origin = r.origin_of("proxy_protocol");
+        cx.err(
+            &origin,
+            r.path("trusted_proxies"),
+            "proxy_protocol = true needs trusted_proxies (the load balancers' addresses or CIDR ranges): a PROXY header from any other peer is refused",
+        );
+    }
+    if !proxy_protocol && r.has("trusted_proxies") {
+        let origin = r.origin_of("trusted_proxies");
+        cx.err(
+            &origin,
+            r.path("trusted_proxies"),
+            "only applies with proxy_protocol = true",
+        );
+    }
+    let ws_allowed_origins = r.get::<Vec<String>>(cx, "ws_allowed_origins", Vec::new());
     let tls_origin = r.origin_of("tls");
     // A `tls` value of the wrong type is reported once (by `table`), not again as a table
     // missing cert_file and key_file.
@@ -894,13 +921,15 @@ fn listener(cx: &mut Cx, mut r: Reader, danger: &DangerConfig) -> Option<Decoded
                 format!("kind \"{kind}\" is plaintext; tls settings need kind \"tls\" or \"wss\""),
             );
         }
-        if !kind.is_websocket() && r.has("ws_path") {
-            let origin = r.origin_of("ws_path");
-            cx.err(
-                &origin,
-                r.path("ws_path"),
-                format!("only applies to kind \"ws\" or \"wss\", not \"{kind}\""),
-            );
+        for key in ["ws_path", "ws_allowed_origins"] {
+            if !kind.is_websocket() && r.has(key) {
+                let origin = r.origin_of(key);
+                cx.err(
+                    &origin,
+                    r.path(key),
+                    format!("only applies to kind \"ws\" or \"wss\", not \"{kind}\""),
+                );
+            }
         }
         if let Some(bind) = bind {
             if !kind.is_tls() && !bind.ip().is_loopback() && !danger.allow_plaintext {
@@ -927,6 +956,8 @@ fn listener(cx: &mut Cx, mut r: Reader, danger: &DangerConfig) -> Option<Decoded
             max_connections,
             ws_path: ws_path.unwrap_or_else(|| DEFAULT_WS_PATH.to_string()),
             proxy_protocol,
+            trusted_proxies,
+            ws_allowed_origins,
             tls: if kind?.is_tls() { tls } else { None },
         },
         path,
@@ -962,6 +993,56 @@ fn tls_section(cx: &mut Cx, mut r: Reader) -> Option<TlsListenerConfig> {
         .unwrap_or(TlsVersion::V1_2);
     let ciphers = r.get::<Vec<String>>(cx, "ciphers", Vec::new());
     let verify_depth = r.range::<u8>(cx, "verify_depth", 10, 1, 32);
+    let groups = r.get::<Vec<String>>(cx, "groups", Vec::new());
+    for g in &groups {
+        if !TLS_GROUPS.contains(&g.as_str()) {
+            let origin = r.origin_of("groups");
+            cx.err(
+                &origin,
+                r.path("groups"),
+                format!(
+                    "\"{}\" is not allowed: key exchange is ECDHE with one of {}",
+                    clip(g),
+                    TLS_GROUPS.join(", ")
+                ),
+            );
+        }
+    }
+    let handshake_timeout_secs = r.range::<u32>(cx, "handshake_timeout_secs", 10, 1, 120);
+    let sni_cert_files = r.get::<Vec<PathBuf>>(cx, "sni_cert_files", Vec::new());
+    let sni_key_files = r.get::<Vec<PathBuf>>(cx, "sni_key_files", Vec::new());
+    if sni_cert_files.len() != sni_key_files.len() {
+        let origin = r.origin_of("sni_key_files");
+        cx.err(
+            &origin,
+            r.path("sni_key_files"),
+            format!(
+                "{} sni_cert_files but {} sni_key_files: each certificate needs its key, in the same order",
+                sni_cert_files.len(),
+                sni_key_files.len()
+            ),
+        );
+    }
+    let crl_expired = r.enum_or(
+        cx,
+        "crl_expired",
+        CrlExpired::Deny,
+        &[("deny", CrlExpired::Deny), ("allow", CrlExpired::Allow)],
+    );
+    let crl_fetch = r.get(cx, "crl_fetch", false);
+    let crl_refresh_secs = r.range::<u32>(cx, "crl_refresh_secs", 3600, 60, 86_400);
+    let ocsp_stapling = r.get(cx, "ocsp_stapling", true);
+    let ocsp_url = r.opt_parse(cx, "ocsp_url", |s| {
+        if s.starts_with("http://") && s.len() <= 2048 {
+            Ok(s.to_string())
+        } else {
+            Err(format!(
+                "\"{}\" is not an http:// URL (OCSP is fetched over plain HTTP; responses are signed)",
+                clip(s)
+            ))
+        }
+    });
+    let reload_poll_secs = r.range::<u32>(cx, "reload_poll_secs", 5, 1, 3600);
 
     for key in ["cert_file", "key_file"] {
         if !r.has(key) {
@@ -977,6 +1058,14 @@ fn tls_section(cx: &mut Cx, mut r: Reader) -> Option<TlsListenerConfig> {
                 "client_auth = \"{}\" needs ca_file (the CA bundle that client certificates must chain to)",
                 client_auth.as_str()
             ),
+        );
+    }
+    if client_auth == ClientAuth::None && crl_fetch {
+        let origin = r.origin_of("crl_fetch");
+        cx.err(
+            &origin,
+            r.path("crl_fetch"),
+            "CRLs check client certificates: set client_auth = \"optional\" or \"required\"",
         );
     }
     if client_auth == ClientAuth::None && !crl_files.is_empty() {
@@ -1037,5 +1126,15 @@ fn tls_section(cx: &mut Cx, mut r: Reader) -> Option<TlsListenerConfig> {
         min_version,
         ciphers,
         verify_depth,
+        groups,
+        handshake_timeout_secs,
+        sni_cert_files,
+        sni_key_files,
+        crl_expired,
+        crl_fetch,
+        crl_refresh_secs,
+        ocsp_stapling,
+        ocsp_url,
+        reload_poll_secs,
     })
 }

@@ -185,8 +185,71 @@ pub struct ListenerConfig {
     /// when true, anyone who can reach the port can claim any source address, so only enable
     /// it on a port that only the proxy can reach.
     pub proxy_protocol: bool,
+    /// Peers allowed to send a PROXY header (`proxy_protocol = true` needs at least one). A
+    /// connection from one of them must start with a v1 or v2 header; a header from any other
+    /// address is refused, so no client can forge its address or certificate identity.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Origin values a browser may send on the WebSocket upgrade (ws/wss only). Empty: any
+    /// origin, and none, are accepted.
+    pub ws_allowed_origins: Vec<String>,
     /// Required for tls and wss, refused for tcp and ws.
     pub tls: Option<TlsListenerConfig>,
+}
+
+/// An address range such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("\"{s}\" is not an address or CIDR range (e.g. 10.0.0.0/8)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("\"{s}\": prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// True if `ip` is inside the range; an IPv4-mapped IPv6 peer matches IPv4 ranges.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 impl ListenerConfig {
@@ -199,6 +262,8 @@ impl ListenerConfig {
             max_connections: None,
             ws_path: DEFAULT_WS_PATH.to_string(),
             proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+            ws_allowed_origins: Vec::new(),
             tls: None,
         };
         vec![
@@ -232,7 +297,44 @@ pub struct TlsListenerConfig {
     /// (T3). Default 10, range 1..=32. Worst case: each extra level is one more signature check
     /// per handshake.
     pub verify_depth: u8,
+    /// Key-exchange groups in order of preference: `X25519`, `secp256r1`, `secp384r1`. Empty:
+    /// the TLS library's defaults (all three).
+    pub groups: Vec<String>,
+    /// Seconds a client has to complete the TLS handshake. Default 10, range 1..=120. Worst
+    /// case: a stalled client holds one connection slot this long.
+    pub handshake_timeout_secs: u32,
+    /// More certificate chains, chosen by the SNI name a client sends (matched against each
+    /// certificate's DNS names); `cert_file` serves everything else. Pairs with `sni_key_files`.
+    pub sni_cert_files: Vec<PathBuf>,
+    pub sni_key_files: Vec<PathBuf>,
+    /// What a handshake meets when a CRL is past its nextUpdate (T5). Default deny.
+    pub crl_expired: CrlExpired,
+    /// Also fetch CRLs over HTTP from the CRL distribution points of the CA bundle and of
+    /// client certificates seen, cached in memory and refreshed. Default false.
+    pub crl_fetch: bool,
+    /// Seconds between refreshes of fetched CRLs (sooner when a CRL's nextUpdate comes first).
+    /// Default 3600, range 60..=86400.
+    pub crl_refresh_secs: u32,
+    /// Staple an OCSP response for the server certificate (T6) when a responder is known (the
+    /// certificate's AIA extension or `ocsp_url`). Default true.
+    pub ocsp_stapling: bool,
+    /// OCSP responder URL (http://) used instead of the certificate's AIA extension.
+    pub ocsp_url: Option<String>,
+    /// Seconds between checks of the certificate, key, CA and CRL files for changes (SIGHUP
+    /// also reloads). Default 5, range 1..=3600. Worst case: a stat of each file per period.
+    pub reload_poll_secs: u32,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlExpired {
+    /// Refuse client certificates while the CRL that covers them is out of date.
+    Deny,
+    /// Keep using the last CRL after its nextUpdate (`danger`-level: revocations may be missed).
+    Allow,
+}
+
+/// Key-exchange groups accepted in `groups`; all are ECDHE (forward secret).
+pub const TLS_GROUPS: &[&str] = &["X25519", "secp256r1", "secp384r1"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {

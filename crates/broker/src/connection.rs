@@ -207,7 +207,18 @@ struct Conn {
     /// Output that must wait for a store commit (acknowledgements of persisted messages,
     /// PUBLISH of QoS 2 messages whose packet id is being persisted), in order. An entry
     /// without a commit is ready as soon as everything before it is.
-    gated: VecDeque<(Option<Commit>, BytesMut)>,
+    gated: VecDeque<(Option<Commit>, Gated)>,
+}
+
+/// Work held until a store commit resolves.
+enum Gated {
+    /// Encoded output.
+    Out(BytesMut),
+    /// Deliveries of a received PUBLISH, then its acknowledgement.
+    Route {
+        deferred: Vec<(Arc<SessionShared>, Delivery)>,
+        ack: Option<BytesMut>,
+    },
 }
 
 impl Conn {
@@ -484,7 +495,20 @@ impl Conn {
         let mut seg = BytesMut::new();
         if encode(p, self.version, &mut seg).is_ok() {
             self.counts.messages_sent += 1;
-            self.gated.push_back((commit, seg));
+            self.gated.push_back((commit, Gated::Out(seg)));
+        }
+    }
+
+    /// Carry out a gated entry whose commit has resolved.
+    fn release(&mut self, g: Gated) {
+        match g {
+            Gated::Out(seg) => self.out.extend_from_slice(&seg),
+            Gated::Route { deferred, ack } => {
+                self.router.release(deferred);
+                if let Some(ack) = ack {
+                    self.out.extend_from_slice(&ack);
+                }
+            }
         }
     }
 
@@ -627,7 +651,7 @@ impl Conn {
             if commit.is_some() || !self.gated.is_empty() {
                 let seg = self.out.split_off(start);
                 if !seg.is_empty() {
-                    self.gated.push_back((commit, seg));
+                    self.gated.push_back((commit, Gated::Out(seg)));
                 }
                 // Later deliveries queue behind this segment: keep them in the session queue.
                 return;
@@ -706,12 +730,12 @@ impl Conn {
                     Ok(()) => {
                         // The front entry is ready (its commit resolved, or it had none);
                         // release it and the commit-free entries right behind it.
-                        if let Some((_, seg)) = self.gated.pop_front() {
-                            self.out.extend_from_slice(&seg);
+                        if let Some((_, g)) = self.gated.pop_front() {
+                            self.release(g);
                         }
                         while matches!(self.gated.front(), Some((None, _))) {
-                            if let Some((_, seg)) = self.gated.pop_front() {
-                                self.out.extend_from_slice(&seg);
+                            if let Some((_, g)) = self.gated.pop_front() {
+                                self.release(g);
                             }
                         }
                     }
@@ -978,7 +1002,12 @@ impl Conn {
             retain: p.retain,
             publisher: Some(self.state.client_id.clone()),
         });
-        let mut ctx = crate::router::PersistCtx::default();
+        // With a durable store, deliveries wait for the commit (see PersistCtx::deferred).
+        let mut ctx = if self.router.store.is_some() {
+            crate::router::PersistCtx::deferring()
+        } else {
+            crate::router::PersistCtx::default()
+        };
         let mut reason = ReasonCode::Success;
         if msg.retain && !self.router.retain(&msg, &mut ctx.batch) {
             reason = ReasonCode::QuotaExceeded;
@@ -991,13 +1020,36 @@ impl Conn {
                     .put_inbound_qos2(&*self.state.client_id, p.packet_id);
             }
         }
-        if p.qos == QoS::AtMostOnce {
-            self.router.commit_detached(ctx.batch);
-        } else {
-            // Durability contract: PUBACK/PUBREC only once every persistent copy is on disk.
-            let commit = self.router.commit(ctx.batch);
-            self.ack_publish_after(p.qos, p.packet_id, reason, commit);
+        // Durability contract: PUBACK/PUBREC, and the deliveries themselves, only once every
+        // persistent copy is on disk.
+        let commit = self.router.commit(ctx.batch);
+        let deferred = ctx.deferred.take().unwrap_or_default();
+        if commit.is_none() && self.gated.is_empty() {
+            self.router.release(deferred);
+            self.ack_publish(p.qos, p.packet_id, reason);
+            return Ok(());
         }
+        let ack = (p.qos != QoS::AtMostOnce).then(|| {
+            let resp = PubResp {
+                packet_id: p.packet_id,
+                reason: if self.is_v5() {
+                    reason
+                } else {
+                    ReasonCode::Success
+                },
+                properties: Properties::default(),
+            };
+            let pkt = if p.qos == QoS::AtLeastOnce {
+                Packet::PubAck(resp)
+            } else {
+                Packet::PubRec(resp)
+            };
+            let mut b = BytesMut::new();
+            let _ = encode(&pkt, self.version, &mut b);
+            b
+        });
+        self.gated
+            .push_back((commit, Gated::Route { deferred, ack }));
         Ok(())
     }
 
@@ -1294,7 +1346,7 @@ fn pubrel(packet_id: u16, reason: ReasonCode) -> Packet {
 
 /// Resolves when the first gated entry's commit does (at once if it has none).
 async fn gate_ready(
-    gated: &mut VecDeque<(Option<Commit>, BytesMut)>,
+    gated: &mut VecDeque<(Option<Commit>, Gated)>,
 ) -> Result<(), rampart_store::StoreError> {
     std::future::poll_fn(|cx| match gated.front_mut() {
         Some((Some(c), _)) => std::future::Future::poll(std::pin::Pin::new(c), cx),

@@ -45,6 +45,19 @@ pub struct PersistCtx {
     pub batch: WriteBatch,
     /// The message as a store record, built once for all persistent targets.
     record: Option<rampart_store::MessageRecord>,
+    /// When set, deliveries are collected here instead of queued, to be released with
+    /// [`Router::release`] once the batch is durable: no subscriber sees a message before
+    /// the publisher could be told it is safe.
+    pub deferred: Option<Vec<(Arc<SessionShared>, Delivery)>>,
+}
+
+impl PersistCtx {
+    pub fn deferring() -> Self {
+        PersistCtx {
+            deferred: Some(Vec::new()),
+            ..Default::default()
+        }
+    }
 }
 
 /// One matched session while merging overlapping subscriptions of a publish.
@@ -195,10 +208,25 @@ impl Router {
         delivered
     }
 
+    /// Queue deliveries collected by a deferring [`PersistCtx`].
+    pub fn release(&self, deferred: Vec<(Arc<SessionShared>, Delivery)>) {
+        for (session, d) in deferred {
+            let seq = d.seq;
+            if session.push(d).is_err() {
+                self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                if seq != 0 {
+                    let mut b = WriteBatch::new();
+                    b.remove_queued(&*session.client_id, seq);
+                    self.commit_detached(b);
+                }
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn deliver(
         &self,
-        session: &SessionShared,
+        session: &Arc<SessionShared>,
         msg: &Arc<Message>,
         qos: QoS,
         retain: bool,
@@ -236,6 +264,13 @@ impl Router {
             subscription_ids: d.subscription_ids.clone(),
             granted_qos: qos as u8,
         });
+        if let Some(deferred) = &mut ctx.deferred {
+            if let Some(r) = record {
+                ctx.batch.append_queued(&*session.client_id, r);
+            }
+            deferred.push((session.clone(), d));
+            return true;
+        }
         match session.push(d) {
             Ok(()) => {
                 if let Some(r) = record {

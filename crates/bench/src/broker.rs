@@ -139,6 +139,24 @@ fn temp_dir(kind: Kind) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Removes terminal colour sequences (ESC [ ... letter) so that log tails read well in reports.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' && it.peek() == Some(&'[') {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Generates a self-signed P-256 server certificate with the openssl CLI.
 pub fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     fs::create_dir_all(dir)?;
@@ -334,15 +352,24 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
         tls_note,
         dir,
     };
-    r.wait_ready(Duration::from_secs(15))?;
+    if let Err(e) = r.wait_ready(Duration::from_secs(15)) {
+        // A broker that came up only partly must not hold its ports for the next attempt.
+        r.child.kill().ok();
+        r.child.wait().ok();
+        fs::remove_dir_all(&r.dir).ok();
+        return Err(e);
+    }
     Ok(r)
 }
 
 impl Running {
+    /// Waits for the plain port (up to `limit`), then for the TLS port (3 s more at most: a
+    /// broker that serves plain MQTT but not TLS is told apart quickly).
     fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let t0 = Instant::now();
-        let mut want = vec![self.addr];
-        want.extend(self.tls_addr);
+        let mut t0 = Instant::now();
+        let mut limit = limit;
+        let mut want: Vec<SocketAddr> = self.tls_addr.into_iter().collect();
+        want.push(self.addr);
         while let Some(a) = want.last().copied() {
             if let Some(st) = self.child.try_wait()? {
                 bail!(
@@ -353,6 +380,8 @@ impl Running {
             }
             if TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok() {
                 want.pop();
+                t0 = Instant::now();
+                limit = Duration::from_secs(3);
                 continue;
             }
             if t0.elapsed() > limit {
@@ -369,7 +398,7 @@ impl Running {
 
     /// The last lines of the broker's log, for error reports.
     pub fn log_tail(&self) -> String {
-        let s = fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+        let s = strip_ansi(&fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default());
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
@@ -408,6 +437,11 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ansi_colours_are_stripped() {
+        assert_eq!(strip_ansi("\u{1b}[2mtime\u{1b}[0m WARN x"), "time WARN x");
+    }
 
     #[test]
     fn template_placeholders_are_filled() {

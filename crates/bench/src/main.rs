@@ -65,6 +65,9 @@ struct Load {
     /// Closed loop: messages the publishers may be ahead of the subscribers (per subscriber).
     #[arg(long, default_value_t = 1000)]
     window: u64,
+    /// Fan-out: messages the publisher may always be ahead of the subscribers.
+    #[arg(long, default_value_t = 32)]
+    fanout_ahead: u64,
     /// QoS 1: unacknowledged messages per publisher.
     #[arg(long, default_value_t = 100)]
     inflight: u64,
@@ -224,6 +227,7 @@ fn params(l: &Load, tls: Option<Arc<mqtt::TlsClient>>) -> Result<Params> {
         duration: dur(l.duration)?,
         payload: l.payload.clamp(8, 256 * 1024),
         window: l.window.max(1),
+        min_ahead: l.fanout_ahead.clamp(1, 10_000),
         inflight: l.inflight.clamp(1, 60_000),
         batch: l.batch.clamp(1, 4096),
         publishers: l.publishers.clamp(1, 1000),

@@ -127,6 +127,8 @@ pub struct Params {
     /// Closed loop: how many messages (per publisher message, counted at the subscribers) the
     /// publishers may be ahead of what the subscribers have received.
     pub window: u64,
+    /// Fan-out: whole messages the publisher may always be ahead, whatever `window` says.
+    pub min_ahead: u64,
     /// QoS 1: unacknowledged messages each publisher keeps in flight.
     pub inflight: u64,
     /// Messages built into one write.
@@ -304,9 +306,10 @@ async fn publisher(
     let mut sent = 0u64;
     let mut pkid: u16 = 0;
     // The window counts deliveries (messages times subscribers), so that a large fan-out does not
-    // let each subscriber's queue grow by the whole window; a few whole messages are always
-    // allowed so that the pipeline never runs dry.
-    let window = p.window.max(8 * fanout);
+    // let each subscriber's queue grow by the whole window; `min_ahead` whole messages are always
+    // allowed so that each subscriber's reads carry several messages (one read per delivery would
+    // make the tool, not the broker, the bottleneck of a large fan-out).
+    let window = p.window.max(p.min_ahead * fanout);
     // Send only when a whole batch fits: topping up a few messages at a time would cost the tool
     // one small write per wake-up.
     let batch = (p.batch as u64).min(window / fanout / 2).max(1);
@@ -466,7 +469,7 @@ async fn flow(name: &str, t: &Target, p: &Params, f: FlowSpec) -> Result<Record>
     let expect = sh.sent.load(Relaxed) * f.subscribers as u64;
     let mut last = sh.received.load(Relaxed);
     let mut still = Instant::now();
-    while sh.received.load(Relaxed) < expect && still.elapsed() < Duration::from_millis(1000) {
+    while sh.received.load(Relaxed) < expect && still.elapsed() < Duration::from_secs(2) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now = sh.received.load(Relaxed);
         if now != last {

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use crate::tree::{apply_env, clip, Entry, Kind, Node, Origin, Table};
 use crate::*;
 
+mod auth;
+
 /// Collects errors, each tied to the origin of the key or value at fault.
 pub(crate) struct Cx<'a> {
     file: &'a str,
@@ -393,6 +395,7 @@ pub(crate) fn schema_keys() -> Vec<String> {
     };
     let mut r = Reader::new(&root, String::new(), Origin::Default);
     let _ = decode_sections(&mut cx, &mut r);
+    let _ = auth_sections(&mut cx, &mut r, &[]);
     r.finish(&mut cx);
     let mut keys: Vec<String> = cx.asked.into_iter().map(|k| k.replace("[0]", "")).collect();
     keys.sort();
@@ -428,6 +431,7 @@ pub(crate) fn build(
     };
     let mut r = Reader::new(&root, String::new(), root_origin);
     let (node, log, mqtt, storage, sys, danger, listeners) = decode_sections(&mut cx, &mut r);
+    let (auth, acl) = auth_sections(&mut cx, &mut r, &listeners);
     r.finish(&mut cx);
 
     if !cx.errors.is_empty() {
@@ -455,7 +459,23 @@ pub(crate) fn build(
         storage,
         sys,
         danger,
+        auth,
+        acl,
     })
+}
+
+/// `[auth]` and `[acl]` (decoded in `decode/auth.rs`); after the listeners, which backends
+/// refer to by name.
+fn auth_sections(
+    cx: &mut Cx,
+    r: &mut Reader,
+    listeners: &[ListenerConfig],
+) -> (AuthConfig, AclConfig) {
+    let t = r.table(cx, "auth");
+    let auth = auth::auth_section(cx, t, listeners);
+    let t = r.table(cx, "acl");
+    let acl = auth::acl_section(cx, t);
+    (auth, acl)
 }
 
 type Sections = (

@@ -32,11 +32,13 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+mod auth;
 mod decode;
 mod describe;
 mod secret;
 mod tree;
 
+pub use auth::*;
 pub use secret::Secret;
 
 /// Prefix of environment overrides: `RAMPART_MQTT__MAX_PACKET_SIZE=2048`.
@@ -56,6 +58,8 @@ pub const SECTIONS: &[&str] = &[
     "storage",
     "sys",
     "danger",
+    "auth",
+    "acl",
 ];
 
 /// Config files larger than this are refused before parsing: a real config is a few KiB, and
@@ -83,6 +87,10 @@ pub struct Config {
     pub storage: StorageConfig,
     pub sys: SysConfig,
     pub danger: DangerConfig,
+    /// Authentication chain, brute-force protection, client-id ownership.
+    pub auth: AuthConfig,
+    /// Authorization sources; ends in deny by default (M2).
+    pub acl: AclConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -626,6 +634,8 @@ impl Config {
             storage: StorageConfig::default(),
             sys: SysConfig::default(),
             danger: DangerConfig::default(),
+            auth: AuthConfig::default(),
+            acl: AclConfig::default(),
         }
     }
 

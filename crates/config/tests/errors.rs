@@ -78,7 +78,7 @@ users = []
             "r.toml:3: mqtt.max_packet_sise: unknown key; did you mean `max_packet_size`?",
             "r.toml:8: listeners[0].port: unknown key",
             "r.toml:12: listeners[0].tls.password: unknown key",
-            "r.toml:13: auth: unknown key",
+            "r.toml:14: auth.users: unknown key",
         ]
     );
 }

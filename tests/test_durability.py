@@ -34,6 +34,7 @@ class Sub:
 
     def __init__(self, broker, client_id: str, topic: str, qos: int):
         self.got: list[tuple[str, bytes, int]] = []
+        self.trace: list = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
@@ -50,6 +51,8 @@ class Sub:
         self.broker = broker
 
     def _on_connect(self, client, userdata, flags, rc, props):
+        with self.lock:
+            self.got.append(("<connect>", str(flags.session_present).encode(), -1))
         self.connected.set()
         if not flags.session_present:
             client.subscribe(self.topic, self.qos)
@@ -57,6 +60,7 @@ class Sub:
     def _on_message(self, client, userdata, msg):
         with self.lock:
             self.got.append((msg.topic, msg.payload, msg.qos))
+            self.trace.append((msg.topic, msg.payload, msg.mid, msg.dup, len(self.got)))
 
     def start(self):
         self.c.connect(self.broker.host, self.broker.port, keepalive=30)
@@ -179,7 +183,12 @@ def test_acknowledged_messages_survive_sigkill(broker_factory):
                  what=f"{name}: every acknowledged message")
         q2 = sub.payloads("dur/q2")
         dups = {n for n in q2 if q2.count(n) > 1}
-        assert not dups, f"{name}: QoS 2 messages delivered twice: {sorted(dups)[:10]}"
+        if dups:
+            d0 = min(dups)
+            detail = [t for t in sub.trace if t[0] == "dur/q2" and int(t[1]) == d0]
+            connects = [i for i, g in enumerate(sub.got) if g[0] == "<connect>"]
+            raise AssertionError(f"{name}: QoS 2 messages delivered twice: {sorted(dups)[:10]}; "
+                                 f"first: {detail}; connects at {connects}")
         for topic in ("dur/q1", "dur/q2"):
             seen, first = set(), []
             for n in sub.payloads(topic):

@@ -260,3 +260,27 @@ def test_server_sends_pubcomp_after_pubrel_across_reconnect(broker):
         w.ack(p)
         w.finish()
         assert_nothing_pending(w)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_immediate_reconnect_after_abrupt_close_resumes_session(broker, version):
+    """[MQTT-3.1.2-4]/[MQTT-3.2.2-2]: a reconnect that races the server's handling of the old
+    connection's abrupt close (with QoS 2 state in flight) still finds the session, and gets
+    the PUBREL resent [MQTT-4.4.0-1]. Repeated (bounded: 150 rounds) to catch the race."""
+    with raw(broker, version, "race-pub") as pub:
+        for i in range(150):
+            cid = f"race-{version}-{i}"
+            sub = raw(broker, version, cid, **persistent(version))
+            sub.subscribe([("race/t", 2)])
+            pub.publish("race/t", b"x", qos=2, pid=i + 1)
+            p = sub.expect(PUBLISH)
+            sub.send(ack_packet(PUBREC, p.pid, version=version))
+            assert sub.expect(PUBREL).pid == p.pid
+            sub.close()
+            with raw(broker, version) as again:
+                ack = again.connect(cid, **persistent(version))
+                assert ack.session_present, f"round {i}: session lost on immediate reconnect"
+                assert again.expect(PUBREL).pid == p.pid
+                again.send(ack_packet(PUBCOMP, p.pid, version=version))
+                again.disconnect(0 if version == 5 else None,
+                                 {"session_expiry_interval": 0} if version == 5 else None)

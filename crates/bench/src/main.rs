@@ -68,6 +68,9 @@ struct Load {
     /// Fan-out: messages the publisher may always be ahead of the subscribers.
     #[arg(long, default_value_t = 32)]
     fanout_ahead: u64,
+    /// Messages queued for the offline persistent session in persist-offline.
+    #[arg(long, default_value_t = 50_000)]
+    offline_msgs: u64,
     /// QoS 1: unacknowledged messages per publisher.
     #[arg(long, default_value_t = 100)]
     inflight: u64,
@@ -228,6 +231,7 @@ fn params(l: &Load, tls: Option<Arc<mqtt::TlsClient>>) -> Result<Params> {
         payload: l.payload.clamp(8, 256 * 1024),
         window: l.window.max(1),
         min_ahead: l.fanout_ahead.clamp(1, 10_000),
+        offline_msgs: l.offline_msgs.clamp(1, 90_000),
         inflight: l.inflight.clamp(1, 60_000),
         batch: l.batch.clamp(1, 4096),
         publishers: l.publishers.clamp(1, 1000),

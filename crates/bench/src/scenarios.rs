@@ -25,6 +25,7 @@ pub const ALL: &[&str] = &[
     "latency-20k",
     "connect",
     "persist-q1",
+    "persist-offline",
     "tls-handshake",
     "tls-fanin-q0",
 ];
@@ -129,6 +130,8 @@ pub struct Params {
     pub window: u64,
     /// Fan-out: whole messages the publisher may always be ahead, whatever `window` says.
     pub min_ahead: u64,
+    /// Messages queued for the offline persistent session (below every broker's queue cap).
+    pub offline_msgs: u64,
     /// QoS 1: unacknowledged messages each publisher keeps in flight.
     pub inflight: u64,
     /// Messages built into one write.
@@ -176,6 +179,10 @@ struct Shared {
     stop_pub: AtomicBool,
     stop_sub: AtomicBool,
     progress: Notify,
+    /// PUBACKs received by all publishers.
+    acked: AtomicU64,
+    /// Publishers stop once this many messages are sent (0: no cap).
+    pub_cap: u64,
     errors: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
 }
@@ -295,6 +302,7 @@ async fn publisher(
                 }
                 if n > 0 {
                     acked.fetch_add(n, Relaxed);
+                    sh.acked.fetch_add(n, Relaxed);
                     ack_notify.notify_one();
                 }
             }
@@ -312,8 +320,17 @@ async fn publisher(
     let window = p.window.max(p.min_ahead * fanout);
     // Send only when a whole batch fits: topping up a few messages at a time would cost the tool
     // one small write per wake-up.
-    let batch = (p.batch as u64).min(window / fanout / 2).max(1);
+    // fanout 0: no subscriber online (persistent-session queueing): no closed loop.
+    let pacing = fanout > 0;
+    let batch = if pacing {
+        (p.batch as u64).min(window / fanout / 2).max(1)
+    } else {
+        p.batch as u64
+    };
     while !sh.stop_pub.load(Relaxed) {
+        if sh.pub_cap > 0 && sh.sent.load(Relaxed) >= sh.pub_cap {
+            break;
+        }
         // Closed loop: wait while the subscribers are too far behind.
         let progress = sh.progress.notified();
         tokio::pin!(progress);
@@ -321,7 +338,7 @@ async fn publisher(
         let total_sent = sh.sent.load(Relaxed) * fanout;
         let done = sh.received.load(Relaxed) + sh.forgiven.load(Relaxed);
         let ahead = total_sent.saturating_sub(done);
-        if ahead + batch * fanout > window {
+        if pacing && ahead + batch * fanout > window {
             if tokio::time::timeout(Duration::from_millis(250), progress)
                 .await
                 .is_err()
@@ -334,6 +351,11 @@ async fn publisher(
             continue;
         }
         let mut n = batch;
+        if sh.pub_cap > 0 {
+            n = n
+                .min(sh.pub_cap.saturating_sub(sh.sent.load(Relaxed)))
+                .max(1);
+        }
         if qos1 {
             let notified = ack_notify.notified();
             let inflight = sent.saturating_sub(acked.load(Relaxed));
@@ -499,6 +521,118 @@ async fn flow(name: &str, t: &Target, p: &Params, f: FlowSpec) -> Result<Record>
         rec.note = format!("{} error(s), first: {e}", sh.errors.load(Relaxed));
     }
     Ok(rec)
+}
+
+/// Queueing for an offline persistent session: QoS 1 publishers send `offline_msgs` messages
+/// while the session's client is away (each acknowledged message is then the broker's to keep),
+/// then the client comes back and the queue is drained. Yields `persist-queue` (acknowledged
+/// publishes per second) and `persist-drain` (deliveries per second on return).
+async fn persist_offline(t: &Target, p: &Params) -> Result<Vec<Record>> {
+    let mut so = ConnectOpts::new("bench-offline-sub", p.version);
+    so.clean = false;
+    so.session_expiry = 3600;
+    let mut c = Conn::connect(&dial(p, t.addr, false, 0), &so).await?;
+    c.subscribe("bench/+/data", 1, IO_TIMEOUT).await?;
+    c.wr.write_all(&mqtt::DISCONNECT).await?;
+    c.wr.flush().await?;
+    // The broker closes after DISCONNECT; waiting for that EOF means the session is offline.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(true) = c.rd.fill().await {}
+    })
+    .await;
+    drop(c);
+
+    let sh = Arc::new(Shared {
+        pub_cap: p.offline_msgs,
+        ..Shared::default()
+    });
+    let mut pubs = Vec::new();
+    for i in 0..p.publishers {
+        let o = ConnectOpts::new(format!("bench-offline-pub-{i}"), p.version);
+        let c = Conn::connect(&dial(p, t.addr, false, i + 1), &o).await?;
+        let tmpl = PublishTemplate::new(p.version, &fanin_topic(i), 1, p.payload);
+        pubs.push(tokio::spawn(publisher(
+            c,
+            sh.clone(),
+            tmpl,
+            0,
+            p.clone(),
+            true,
+        )));
+    }
+    let limit = Duration::from_secs(60);
+    let meter = CpuMeter::start(t.pid);
+    let t0 = Instant::now();
+    while sh.acked.load(Relaxed) < p.offline_msgs && t0.elapsed() < limit {
+        if sh.errors.load(Relaxed) > 0 && pubs.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let el = t0.elapsed().as_secs_f64();
+    let (bcpu, tcpu) = meter.finish();
+    let acked = sh.acked.load(Relaxed);
+    sh.stop_pub.store(true, Relaxed);
+    for h in pubs {
+        let _ = h.await;
+    }
+    sh.stop_sub.store(true, Relaxed);
+    let mut q = Record::new("persist-queue", &t.broker);
+    q.msgs_per_sec = acked as f64 / el;
+    q.broker_cpu_s = bcpu;
+    q.tool_cpu_s = tcpu;
+    q.duration_s = el;
+    q.sent = sh.sent.load(Relaxed);
+    q.received = acked;
+    q.rss_kb = t.pid.and_then(|pid| rss_kb(&pid.to_string())).unwrap_or(0);
+    q.note = format!("{acked} acknowledged into an offline session");
+    if let Some(e) = sh.first_error() {
+        q.note.push_str(&format!(
+            "; {} error(s), first: {e}",
+            sh.errors.load(Relaxed)
+        ));
+    }
+
+    let sh2 = Arc::new(Shared::default());
+    let meter = CpuMeter::start(t.pid);
+    let t1 = Instant::now();
+    let c = Conn::connect(&dial(p, t.addr, false, 0), &so).await?;
+    let sub = tokio::spawn(subscriber(c, sh2.clone()));
+    let mut last = 0;
+    let mut still = Instant::now();
+    while sh2.received.load(Relaxed) < acked
+        && still.elapsed() < Duration::from_secs(2)
+        && t1.elapsed() < limit
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = sh2.received.load(Relaxed);
+        if now != last {
+            last = now;
+            still = Instant::now();
+        }
+    }
+    let received = sh2.received.load(Relaxed);
+    // The time to the last delivery, not including the final wait for more.
+    let el = if received >= acked {
+        t1.elapsed().as_secs_f64()
+    } else {
+        (t1.elapsed() - still.elapsed()).as_secs_f64()
+    };
+    let (bcpu, tcpu) = meter.finish();
+    sh2.stop_sub.store(true, Relaxed);
+    let _ = sub.await;
+    let mut d = Record::new("persist-drain", &t.broker);
+    d.msgs_per_sec = received as f64 / el.max(1e-6);
+    d.broker_cpu_s = bcpu;
+    d.tool_cpu_s = tcpu;
+    d.duration_s = el;
+    d.sent = acked;
+    d.received = received;
+    d.lost = acked.saturating_sub(received);
+    if let Some(e) = sh2.first_error() {
+        d.note = format!("{} error(s), first: {e}", sh2.errors.load(Relaxed));
+    }
+    Ok(vec![q, d])
 }
 
 fn fanin_topic(i: usize) -> String {
@@ -820,6 +954,7 @@ pub async fn run(name: &str, t: &Target, p: &Params) -> Result<Vec<Record>> {
         "latency-5k" => vec![latency(name, t, p, 5_000).await?],
         "latency-20k" => vec![latency(name, t, p, 20_000).await?],
         "connect" => connect(t, p).await?,
+        "persist-offline" => persist_offline(t, p).await?,
         "tls-handshake" => vec![tls_handshakes(t, p).await?],
         other => bail!("unknown scenario {other:?}; known: {}", ALL.join(", ")),
     };

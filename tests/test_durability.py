@@ -212,9 +212,9 @@ def test_acknowledged_messages_survive_sigkill(broker_factory):
     got = []
     r = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     r.on_message = lambda c, u, m: got.append((m.topic, m.payload, m.retain))
+    r.on_connect = lambda c, u, f, rc, p: c.subscribe("dur-retained/#", 1)
     r.connect(b.host, b.port)
     r.loop_start()
-    r.subscribe("dur-retained/#", 1)
     wait_for(lambda: got, 10, "retained message")
     r.disconnect()
     r.loop_stop()

@@ -555,6 +555,28 @@ impl Conn {
 
     /// Encode one outgoing PUBLISH; false if it is too large for the client and was dropped.
     fn write_publish(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> bool {
+        // Fast path: the message's shared encoding, with flags and packet id patched in.
+        if d.subscription_ids.is_empty() && d.msg.expires_at.is_none() {
+            let with_id = d.qos != QoS::AtMostOnce;
+            if let Some(enc) = d.msg.encoded(self.is_v5(), with_id) {
+                if self.is_v5() && enc.len() > self.client_max_packet as usize {
+                    // [MQTT-3.1.2-25]: discard as if delivered.
+                    self.counts.publish_dropped += 1;
+                    return false;
+                }
+                let start = self.out.len();
+                self.out.extend_from_slice(enc);
+                self.out[start] =
+                    0x30 | (u8::from(dup) << 3) | ((d.qos as u8) << 1) | u8::from(d.retain);
+                if with_id {
+                    let at = start + crate::message::packet_id_offset(enc);
+                    self.out[at..at + 2].copy_from_slice(&packet_id.to_be_bytes());
+                }
+                self.counts.messages_sent += 1;
+                self.counts.publish_sent += 1;
+                return true;
+            }
+        }
         let properties = if self.is_v5() {
             let mut p = d.msg.properties.clone();
             p.message_expiry_interval = d.msg.remaining_expiry(now);
@@ -1001,6 +1023,7 @@ impl Conn {
             qos: p.qos,
             retain: p.retain,
             publisher: Some(self.state.client_id.clone()),
+            encoded: Default::default(),
         });
         // With a durable store, deliveries wait for the commit (see PersistCtx::deferred).
         let mut ctx = if self.router.store.is_some() {
@@ -1265,6 +1288,17 @@ impl Conn {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
         self.counts.flush(&self.router.metrics);
+        // Publishes received on this connection whose store commit was pending are routed
+        // anyway: their copies are (or are about to be) on disk, and the publisher will learn
+        // nothing either way; dropping them would lose them until the next restart.
+        for (commit, g) in std::mem::take(&mut self.gated) {
+            if let Gated::Route { deferred, .. } = g {
+                if let Some(c) = commit {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+                }
+                self.router.release(deferred);
+            }
+        }
 
         let will = if will_ok { self.will.take() } else { None };
         if let Close::TakenOver { .. } = close {

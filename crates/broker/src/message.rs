@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use bytestring::ByteString;
+use rampart_codec::{encode, Packet, ProtocolVersion, Publish};
 use rampart_codec::{Properties, QoS};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -23,9 +24,70 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Publishing client id, for No Local ([MQTT-3.8.3-3]); `None` for broker-made messages.
     pub publisher: Option<Arc<str>>,
+    /// Encodings shared by every subscriber that sees the message the same way; see
+    /// [`Message::encoded`].
+    pub encoded: EncodedCache,
+}
+
+/// One wire encoding per (v3 or v5) x (QoS 0, or QoS 1/2 with a packet id to patch). Built on
+/// first use by whichever subscriber task needs it; a fan-out to N subscribers encodes once.
+#[derive(Debug, Default)]
+pub struct EncodedCache {
+    slots: [OnceLock<Option<Bytes>>; 4],
+}
+
+/// Offset of the packet identifier in a cached QoS 1/2 encoding.
+pub fn packet_id_offset(encoded: &[u8]) -> usize {
+    // Fixed header: 1 byte + remaining-length varint; then topic length (2) + topic.
+    let mut i = 1;
+    while i < encoded.len() && encoded[i] & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let topic_len = if i + 1 < encoded.len() {
+        usize::from(u16::from_be_bytes([encoded[i], encoded[i + 1]]))
+    } else {
+        0
+    };
+    i + 2 + topic_len
 }
 
 impl Message {
+    /// The PUBLISH encoding for a subscriber that gets this message with no per-subscriber
+    /// fields (no subscription identifiers, no expiry countdown), with DUP, RETAIN and QoS
+    /// flags 0 and, for QoS 1/2, packet id 0: the caller patches the first byte and the id.
+    pub fn encoded(&self, v5: bool, with_packet_id: bool) -> Option<&Bytes> {
+        let slot = usize::from(v5) * 2 + usize::from(with_packet_id);
+        self.encoded.slots[slot]
+            .get_or_init(|| {
+                let p = Packet::Publish(Publish {
+                    dup: false,
+                    qos: if with_packet_id {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    },
+                    retain: false,
+                    topic: self.topic.clone(),
+                    packet_id: u16::from(with_packet_id),
+                    properties: if v5 {
+                        self.properties.clone()
+                    } else {
+                        Properties::default()
+                    },
+                    payload: self.payload.clone(),
+                });
+                let version = if v5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V311
+                };
+                let mut out = bytes::BytesMut::new();
+                encode(&p, version, &mut out).ok().map(|_| out.freeze())
+            })
+            .as_ref()
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         matches!(self.expires_at, Some(t) if t <= now)
     }

@@ -109,6 +109,7 @@ pub fn message_from_record(r: &MessageRecord) -> Message {
         properties: decode_properties(&r.properties),
         expires_at: r.expiry_at_ms.map(ms_to_instant),
         publisher: r.publisher.as_deref().map(Arc::from),
+        encoded: Default::default(),
     }
 }
 

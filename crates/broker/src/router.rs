@@ -410,6 +410,7 @@ impl Router {
                 .map(|s| now + std::time::Duration::from_secs(u64::from(s))),
             properties: Message::forwarded_properties(&w.properties),
             publisher: Some(client_id.clone()),
+            encoded: Default::default(),
         });
         let mut ctx = PersistCtx::default();
         if msg.retain {

@@ -87,6 +87,7 @@ fn publish_all(r: &Router) {
             properties: Properties::default(),
             expires_at: None,
             publisher: None,
+            encoded: Default::default(),
         });
         r.retain(&msg, &mut rampart_store::WriteBatch::new());
         r.publish(&msg);

@@ -26,7 +26,7 @@ def redb(broker_factory, **mqtt_cfg):
     sections = {"storage": {"backend": "redb"}, "log": {"level": "info"}}
     if mqtt_cfg:
         sections["mqtt"] = mqtt_cfg
-    return broker_factory(**sections)
+    return broker_factory(env={"RUST_LOG": "info,rampart_broker::connection=debug"}, **sections)
 
 
 class Sub:

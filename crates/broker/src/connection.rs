@@ -208,6 +208,8 @@ struct Conn {
     /// PUBLISH of QoS 2 messages whose packet id is being persisted), in order. An entry
     /// without a commit is ready as soon as everything before it is.
     gated: VecDeque<(Option<Commit>, Gated)>,
+    /// A newcomer with our client id waits on this until we have detached.
+    takeover_done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Work held until a store commit resolves.
@@ -324,8 +326,8 @@ impl Conn {
                     });
                     continue;
                 }
-                match slot.conn.take() {
-                    Some(old) => Some(old),
+                match &slot.conn {
+                    Some(old) => Some((old.id, old.control.clone())),
                     None => {
                         slot.conn = Some(ConnHandle {
                             id: conn_id,
@@ -338,13 +340,26 @@ impl Conn {
             };
             match old {
                 None => break,
-                Some(old) => {
+                Some((old_id, old_control)) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
-                    let _ = old.control.send(Control::TakeOver {
-                        session_ends: c.clean_start,
-                        done: tx,
-                    });
-                    let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+                    let sent = old_control
+                        .send(Control::TakeOver {
+                            session_ends: c.clean_start,
+                            done: tx,
+                        })
+                        .is_ok();
+                    let answered = sent
+                        && matches!(
+                            tokio::time::timeout(Duration::from_secs(5), rx).await,
+                            Ok(Ok(()))
+                        );
+                    if !answered {
+                        // The old task is gone or stuck: detach it by force.
+                        let mut slot = session.slot.lock();
+                        if slot.conn.as_ref().map(|h| h.id) == Some(old_id) {
+                            slot.conn = None;
+                        }
+                    }
                 }
             }
         }
@@ -465,6 +480,7 @@ impl Conn {
             counts: Default::default(),
             batch: Vec::new(),
             gated: VecDeque::new(),
+            takeover_done: None,
         };
         conn.router.commit_detached(conn.session_batch(false));
         conn.send(&connack(session_present, ReasonCode::Success, props));
@@ -717,6 +733,22 @@ impl Conn {
                 biased;
                 ctl = control.recv() => match ctl {
                     Some(Control::TakeOver { session_ends, done }) => {
+                        // What the client sent before the newcomer arrived (a DISCONNECT that
+                        // ends the session, say) is handled first.
+                        while let Ok(Ok(n)) =
+                            tokio::time::timeout(Duration::ZERO, rd.read_buf(&mut rbuf)).await
+                        {
+                            if n == 0 {
+                                break;
+                            }
+                            if let Err(close) = self.on_readable(&mut rbuf) {
+                                self.takeover_done = Some(done);
+                                return close;
+                            }
+                            if rbuf.capacity() - rbuf.len() < 1024 {
+                                rbuf.reserve(READ_CHUNK);
+                            }
+                        }
                         self.park_for_takeover();
                         // The new connection must not wait for our socket to drain: reply first.
                         let _ = done.send(());
@@ -976,6 +1008,9 @@ impl Conn {
                 ReasonCode::TopicNameInvalid,
                 "topic exceeds configured limits",
             ));
+        }
+        if p.dup && p.qos == QoS::ExactlyOnce && !self.state.inbound_qos2.contains(&p.packet_id) {
+            debug!(client_id = %self.state.client_id, packet_id = p.packet_id, "QoS 2 PUBLISH with DUP for an unknown packet id: routed as new");
         }
         if p.qos == QoS::ExactlyOnce && self.state.inbound_qos2.contains(&p.packet_id) {
             // Re-sent PUBLISH before PUBREL: acknowledge again, never route twice ([MQTT-4.3.3-10]).
@@ -1256,6 +1291,15 @@ impl Conn {
 
     /// Tell the client why (v5), flush, handle the will and detach the session.
     async fn finish<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
+        let done = self.takeover_done.take();
+        self.finish_inner(close, wr).await;
+        // Only now may a waiting newcomer look at the session.
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    async fn finish_inner<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
         let v5 = self.is_v5();
         let (server_reason, publish_will_now, will_ok) = match &close {
             Close::ClientDisconnect { with_will } => (None, *with_will, *with_will),

@@ -4,8 +4,6 @@ overrides. Rampart only (these are Rampart's own interface)."""
 import os
 import re
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -81,7 +81,7 @@ CASES = [
      lambda v: ack_packet(PUBACK, 1, version=v, flags=0x2), {MALFORMED}),
     ("pingreq-flags", "[MQTT-2.2.2-2]", lambda v: packet(PINGREQ, 0x1, b""), {MALFORMED}),
     ("disconnect-flags", "[MQTT-2.2.2-2]", lambda v: packet(DISCONNECT, 0x1, b""), {MALFORMED}),
-    ("packet-type-0", "[MQTT-2.1.?] reserved type 0", lambda v: packet(0, 0, b""), {MALFORMED}),
+    ("packet-type-0", "2.1.2: packet type 0 is reserved", lambda v: packet(0, 0, b""), {MALFORMED}),
     ("remaining-length-5-bytes", "[MQTT-1.5.5-1] at most 4 bytes",
      lambda v: b"\x30\xff\xff\xff\xff\x01" + b"\x00" * 16, {MALFORMED}),
     ("qos-3", "[MQTT-3.3.1-4]",
@@ -119,10 +119,10 @@ CASES = [
      lambda v: packet(3, 0, u16(100) + b"a/b"), {MALFORMED}),
     ("second-connect", "[MQTT-3.1.0-2]",
      lambda v: __import__("mqtt_raw").connect_packet("again", v), {PROTOCOL}),
-    ("client-sends-connack", "[MQTT-?] server-to-client packet from a client",
+    ("client-sends-connack", "4.13: CONNACK is sent only by a server (Protocol Error)",
      lambda v: packet(CONNACK, 0, b"\x00\x00" + (varint(0) if v == 5 else b"")),
      {MALFORMED, PROTOCOL}),
-    ("client-sends-suback", "[MQTT-?] server-to-client packet from a client",
+    ("client-sends-suback", "4.13: SUBACK is sent only by a server (Protocol Error)",
      lambda v: packet(SUBACK, 0, u16(1) + (varint(0) if v == 5 else b"") + b"\x00"),
      {MALFORMED, PROTOCOL}),
 ]
@@ -140,7 +140,7 @@ def test_violation(broker, bystander, version, case):
 
 
 V5_CASES = [
-    ("property-not-allowed", "[MQTT-2.2.2-?] 2.2.2.2: Session Expiry Interval in PUBLISH",
+    ("property-not-allowed", "2.2.2.2: Session Expiry Interval in PUBLISH",
      publish_packet("a/b", b"x", props=[("session_expiry_interval", 5)]), {MALFORMED, PROTOCOL}),
     ("property-unknown-id", "2.2.2.2: unknown property identifier",
      packet(3, 0, mstr("a/b") + varint(2) + b"\x7f\x00" + b"x"), {MALFORMED}),
@@ -178,7 +178,7 @@ def test_v311_auth_packet_is_reserved(broker, bystander):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_packet_larger_than_max_packet_size(broker_factory, version):
-    """[MQTT-3.2.2-?] 3.1.2.11.4/3.2.2.3.6: a packet above the server's Maximum Packet Size
+    """3.2.2.3.6 / 4.13: a packet above the server's Maximum Packet Size
     (mqtt.max_packet_size = 1024 here): v5 DISCONNECT 0x95 Packet too large, 3.1.1 close."""
     b = broker_factory(mqtt={"max_packet_size": 1024})
     by = Bystander(b)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from mqtt_client import PUBLISH, barrier, props
+from mqtt_client import PUBLISH, props
 from mqtt_raw import (PUBACK, PUBCOMP, PUBREC, PUBREL, RC_PROTOCOL_ERROR, RC_TOPIC_ALIAS_INVALID,
                       ack_packet, publish_packet, raw)
 
@@ -94,7 +94,7 @@ def test_qos2_pid_reusable_after_pubcomp(broker, version):
 
 
 def test_pubrel_for_unknown_packet_id_v5(broker):
-    """[MQTT-4.3.3-?] a PUBREL for an unknown packet id gets PUBCOMP with 0x92 Packet
+    """3.7.2.1: a PUBREL for an unknown packet id gets PUBCOMP with 0x92 Packet
     Identifier not found (and the connection stays up)."""
     with raw(broker, 5, "pubrel-unknown") as c:
         c.send(ack_packet(PUBREL, 4242, version=5))
@@ -106,7 +106,7 @@ def test_pubrel_for_unknown_packet_id_v5(broker):
 
 
 def test_pubrel_for_unknown_packet_id_v311(broker):
-    """3.1.1 [MQTT-4.3.3-?] PUBREL for an unknown id is answered with PUBCOMP."""
+    """3.1.1 4.3.3: PUBREL for an unknown id is answered with PUBCOMP."""
     with raw(broker, 4, "pubrel-unknown4") as c:
         c.send(ack_packet(PUBREL, 4242, version=4))
         assert c.expect(PUBCOMP).pid == 4242
@@ -355,7 +355,7 @@ def test_topic_alias_out_of_range(broker, alias):
 
 
 def test_unknown_topic_alias_with_empty_topic(broker):
-    """[MQTT-3.3.4-?] (3.3.2.3.4) an empty topic with an alias that has no mapping is a Protocol
+    """3.3.2.3.4: an empty topic with an alias that has no mapping is a Protocol
     Error: DISCONNECT 0x82."""
     with raw(broker, 5) as pub:
         if pub.connect("alias-unknown").props.get("topic_alias_maximum", 0) < 1:
@@ -395,7 +395,7 @@ def test_client_maximum_packet_size_honoured(broker):
 
 def test_publish_properties_forwarded(clients):
     """[MQTT-3.3.2-4] Payload Format Indicator, [MQTT-3.3.2-20] Content Type, Response Topic,
-    Correlation Data [MQTT-3.3.2-16?] and [MQTT-3.3.2-17]/[MQTT-3.3.2-18] User Properties are
+    [MQTT-3.3.2-15] Response Topic, [MQTT-3.3.2-16] Correlation Data and [MQTT-3.3.2-17]/[MQTT-3.3.2-18] User Properties are
     forwarded unaltered and in order."""
     sub = clients.new()
     sub.subscribe("prop/t", 1)

@@ -118,7 +118,7 @@ def test_session_expires_after_interval(broker):
 
 def test_session_expiry_never(broker):
     """3.1.2.11.2: 0xFFFFFFFF means the session does not expire (a server may lower it and
-    then says so in CONNACK's Session Expiry Interval [MQTT-3.2.2-?])."""
+    then says so in CONNACK's Session Expiry Interval, 3.2.2.3.2)."""
     with raw(broker, 5) as c:
         ack = c.connect("exp-inf", clean=False, props={"session_expiry_interval": FOREVER})
         granted = ack.props.get("session_expiry_interval", FOREVER)
@@ -137,7 +137,7 @@ def test_session_expiry_never(broker):
 @pytest.mark.rampart_only
 def test_session_expiry_capped_by_server(broker_factory):
     """Rampart lowers a Session Expiry Interval above mqtt.max_session_expiry and tells the
-    client in CONNACK ([MQTT-3.2.2-?] the client must use the server's value)."""
+    client in CONNACK (3.2.2.3.2: the client must use the server's value)."""
     b = broker_factory(mqtt={"max_session_expiry": 100})
     with raw(b, 5) as c:
         ack = c.connect("capped", clean=False, props={"session_expiry_interval": FOREVER})
@@ -145,7 +145,7 @@ def test_session_expiry_capped_by_server(broker_factory):
 
 
 def test_session_expiry_changed_at_disconnect(broker):
-    """[MQTT-3.14.2-?] DISCONNECT may change the Session Expiry Interval: set to 0, the session
+    """3.14.2.2.2: DISCONNECT may change the Session Expiry Interval: set to 0, the session
     ends at the close."""
     with raw(broker, 5) as c:
         c.connect("exp-chg", clean=False, props={"session_expiry_interval": 300})
@@ -242,7 +242,7 @@ def test_receive_maximum_zero_is_protocol_error(broker):
 
 
 def test_server_sends_pubcomp_after_pubrel_across_reconnect(broker):
-    """[MQTT-4.3.3-?] inbound QoS 2: a PUBREL after reconnect (session kept) still gets PUBCOMP
+    """4.3.3: inbound QoS 2: a PUBREL after reconnect (session kept) still gets PUBCOMP
     and the message is delivered exactly once."""
     with raw(broker, 5, "q2-watch") as w:
         w.subscribe([("q2r/t", 2)])

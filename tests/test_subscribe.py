@@ -180,7 +180,7 @@ def test_unsubscribe_matches_filter_literally(clients, version):
 # ---- shared subscriptions (v5, 4.8.2) ---------------------------------------------------------
 
 def test_shared_subscription_one_member_per_message(clients):
-    """[MQTT-4.8.2-?] (4.8.2) each message of a shared subscription goes to exactly one member
+    """4.8.2: each message of a shared subscription goes to exactly one member
     of the group; other groups and ordinary subscribers each get every message."""
     a = clients.new()
     b = clients.new()
@@ -363,7 +363,7 @@ def test_retain_handling(clients, handling, first, again):
 
 
 def test_subscription_identifier(clients):
-    """[MQTT-3.8.2-?] the Subscription Identifier of the matching subscription is sent with
+    """3.8.2.1.2: the Subscription Identifier of the matching subscription is sent with
     each message [MQTT-3.3.4-3]; overlapping subscriptions: all identifiers in the one copy
     [MQTT-3.3.4-4], or each copy with its own; none for a subscription without one."""
     sub = clients.new()
@@ -389,7 +389,7 @@ def test_subscription_identifier(clients):
 
 
 def test_subscription_identifier_zero_is_protocol_error(broker):
-    """[MQTT-3.8.2-?] (3.8.2.1.2) a Subscription Identifier of 0 is a Protocol Error."""
+    """3.8.2.1.2: a Subscription Identifier of 0 is a Protocol Error."""
     with raw(broker, 5, "sid0") as c:
         c.send(subscribe_packet(1, [("sid0/t", 1)], props=[("subscription_identifier", 0)]))
         c.expect_closed_with(RC_PROTOCOL_ERROR if broker.is_rampart else None)
@@ -405,7 +405,7 @@ def test_subscribe_options_reserved_bits(broker):
 
 
 def test_retain_handling_3_is_protocol_error(broker):
-    """[MQTT-3.8.3-?] Retain Handling 3 is a Protocol Error."""
+    """3.8.3.1: Retain Handling 3 is a Protocol Error."""
     with raw(broker, 5, "rh3") as c:
         c.send(subscribe_packet(1, [("rh3/t", 0x30 | 1)]))
         d = c.expect_closed()
@@ -421,7 +421,7 @@ def test_retain_handling_3_is_protocol_error(broker):
     ("shared_subscriptions", "$share/g/wc/t", 0x9E, "shared_subscription_available"),
 ])
 def test_unavailable_feature_refused(broker_factory, feature, flt, code, prop):
-    """[MQTT-3.2.2-?] CONNACK announces the feature as 0; a SUBSCRIBE using it gets the reason
+    """3.2.2.3.12/3.2.2.3.14: CONNACK announces the feature as 0; a SUBSCRIBE using it gets the reason
     code in SUBACK or DISCONNECT (0xA2 wildcards / 0x9E shared)."""
     b = broker_factory(mqtt={feature: False})
     with raw(b, 5) as c:
@@ -436,7 +436,7 @@ def test_unavailable_feature_refused(broker_factory, feature, flt, code, prop):
 
 @pytest.mark.rampart_only
 def test_subscription_identifiers_unavailable(broker_factory):
-    """[MQTT-3.2.2-?] Subscription Identifiers Available 0: a SUBSCRIBE with one gets
+    """3.2.2.3.13: Subscription Identifiers Available 0: a SUBSCRIBE with one gets
     DISCONNECT 0xA1."""
     b = broker_factory(mqtt={"subscription_identifiers": False})
     with raw(b, 5) as c:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from mqtt_client import PUBLISH, WILLMESSAGE, barrier, props
+from mqtt_client import WILLMESSAGE, barrier, props
 from mqtt_raw import RC_PROTOCOL_ERROR, publish_packet, raw
 
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
@@ -94,7 +94,7 @@ def test_will_on_takeover(clients, version):
 
 def test_will_properties_forwarded(clients):
     """Will properties (content type, user properties, response topic, correlation data,
-    payload format) are sent with the will [MQTT-3.1.3-10?]."""
+    payload format) are sent with the will (3.1.3.2), user properties in order [MQTT-3.1.3-10]."""
     w = watcher(clients, "willpr/#")
     user = [("why", "crash"), ("n", "1")]
     c = clients.new(will={"topic": "willpr/a", "payload": b"{}", "properties": props(

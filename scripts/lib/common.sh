@@ -51,3 +51,13 @@ apt_ensure() {
     done
     apt_install "${missing[@]}"
 }
+
+# A non-login shell (CI, cron) may lack rustup's and pyenv's directories on PATH.
+for _dir in "$HOME/.cargo/bin" "$HOME/.pyenv/shims"; do
+    case ":$PATH:" in
+        *":$_dir:"*) ;;
+        *) [ -d "$_dir" ] && PATH="$PATH:$_dir" ;;
+    esac
+done
+export PATH
+unset _dir

@@ -136,6 +136,104 @@ class Pub:
         self.c.loop_stop()
 
 
+class RawQos2Pub:
+    """A QoS 2 publisher written to the letter of the spec (paho re-publishes some messages
+    whose PUBREC it already had after a reconnect, as new, which would blur this test): one
+    message at a time; after a reconnect it resends PUBLISH (DUP) if PUBREC had not arrived,
+    PUBREL if it had. A message counts as acknowledged at PUBREC."""
+
+    def __init__(self, broker, topic: str, client_id: str):
+        self.broker, self.topic, self.client_id = broker, topic, client_id
+        self.acked: set[int] = set()
+        self.stop_flag = threading.Event()
+        self.sock = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            b = n % 128
+            n //= 128
+            out.append(b | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    @staticmethod
+    def _str(s: bytes) -> bytes:
+        return len(s).to_bytes(2, "big") + s
+
+    def _packet(self, first: int, body: bytes) -> bytes:
+        return bytes([first]) + self._varint(len(body)) + body
+
+    def _read(self) -> tuple[int, bytes]:
+        def exact(n):
+            buf = b""
+            while len(buf) < n:
+                chunk = self.sock.recv(n - len(buf))
+                if not chunk:
+                    raise ConnectionError("closed")
+                buf += chunk
+            return buf
+        first = exact(1)[0]
+        mult, length = 1, 0
+        while True:
+            b = exact(1)[0]
+            length += (b & 0x7F) * mult
+            mult *= 128
+            if not b & 0x80:
+                break
+        return first, exact(length)
+
+    def _connect(self):
+        import socket
+        self.sock = socket.create_connection((self.broker.host, self.broker.port), timeout=5)
+        body = self._str(b"MQTT") + bytes([4, 0x00, 0, 30]) + self._str(self.client_id.encode())
+        self.sock.sendall(self._packet(0x10, body))
+        first, _ = self._read()
+        assert first >> 4 == 2
+
+    def is_connected(self):
+        return self.sock is not None
+
+    def _run(self):
+        n, pid, stage = 0, 1, "publish"
+        dup = False
+        while not self.stop_flag.is_set() and n < 20000:
+            try:
+                if self.sock is None:
+                    self._connect()
+                    dup = True
+                if stage == "publish":
+                    first = 0x30 | (0x08 if dup else 0) | (2 << 1)
+                    body = self._str(self.topic.encode()) + pid.to_bytes(2, "big") + str(n).encode()
+                    self.sock.sendall(self._packet(first, body))
+                    t, b = self._read()
+                    assert t >> 4 == 5 and int.from_bytes(b[:2], "big") == pid, (t, b)
+                    self.acked.add(n)
+                    stage = "release"
+                self.sock.sendall(self._packet(0x62, pid.to_bytes(2, "big")))
+                t, b = self._read()
+                assert t >> 4 == 7 and int.from_bytes(b[:2], "big") == pid, (t, b)
+                n, pid, stage, dup = n + 1, pid % 65535 + 1, "publish", False
+            except (OSError, ConnectionError):
+                if self.sock is not None:
+                    self.sock.close()
+                self.sock = None
+                time.sleep(0.05)  # reconnect pacing while the broker restarts; bounded by stop_flag
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(10)
+        if self.sock is not None:
+            self.sock.sendall(self._packet(0xE0, b""))
+            self.sock.close()
+
+
 def wait_for(cond, timeout=DEADLINE, what="condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -163,19 +261,19 @@ def test_acknowledged_messages_survive_sigkill(broker_factory):
     retain.loop_stop()
 
     p1 = Pub(b, "dur/q1", 1).start()
-    p2 = Pub(b, "dur/q2", 2).start()
+    p2 = RawQos2Pub(b, "dur/q2", "dur-pub-q2").start()
     for _ in range(3):
         time.sleep(rnd.uniform(0.4, 1.2))  # let load build up before a kill at a random moment
         b.proc.send_signal(signal.SIGKILL)
         b.wait(10)
         b.start()
         wait_for(lambda: online.connected.is_set() and p1.c.is_connected()
-                 and p2.c.is_connected(), 20, "clients to reconnect")
+                 and p2.is_connected(), 20, "clients to reconnect")
     time.sleep(0.5)
     p1.stop()
     p2.stop()
     acked1, acked2 = sorted(p1.acked), sorted(p2.acked)
-    assert len(acked1) > 50 and len(acked2) > 50, (len(acked1), len(acked2))
+    assert len(acked1) > 50 and len(acked2) > 20, (len(acked1), len(acked2))
 
     def check(sub: Sub, name: str):
         wait_for(lambda: set(acked1) <= set(sub.payloads("dur/q1"))

@@ -10,10 +10,12 @@ pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod persist;
+pub mod proxy;
 pub mod router;
 pub mod session;
 pub mod sys;
 pub mod timers;
+pub mod transport;
 
 use rampart_config::Config;
 use std::sync::atomic::AtomicUsize;

@@ -1,13 +1,23 @@
-//! Listeners: accept under the connection cap, then hand the socket to a connection task.
+//! Listeners: accept under the connection caps (before any TLS or WebSocket work), then run
+//! the transport's handshake under a timeout and hand the stream to a connection task.
+//!
+//! Kinds: `tcp`, `tls`, `ws`, `wss`. Any of them may expect a PROXY protocol header from its
+//! trusted proxies; a header from any other peer is refused.
 
-use crate::connection::serve_connection;
+use crate::connection::{serve_connection, ConnInfo};
+use crate::proxy;
 use crate::router::Router;
+use crate::transport::{accept_ws, Prefixed};
 use rampart_config::{ListenerConfig, ListenerKind};
+use rampart_tls::TlsSource;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Counts live connections; the guard gives the slot back when the task ends.
 pub struct ConnGuard(pub Arc<AtomicUsize>);
@@ -17,40 +27,76 @@ impl Drop for ConnGuard {
     }
 }
 
-pub async fn bind(cfg: &ListenerConfig) -> anyhow::Result<TcpListener> {
+/// A bound socket plus, for tls/wss, the listener's live TLS configuration.
+pub struct Bound {
+    pub socket: TcpListener,
+    pub tls: Option<TlsSource>,
+}
+
+/// Binds the socket and, for TLS kinds, loads the certificates (a bad file fails start-up)
+/// and starts their reload task.
+pub async fn bind(cfg: &ListenerConfig) -> anyhow::Result<Bound> {
+    let tls = match (&cfg.tls, cfg.kind.is_tls()) {
+        (Some(t), true) => {
+            Some(rampart_tls::start(&cfg.name, t).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        (None, true) => anyhow::bail!("listener {}: kind {} needs a tls table", cfg.name, cfg.kind),
+        _ => None,
+    };
     let sock = match cfg.bind {
-        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     sock.set_reuseaddr(true)?;
     sock.bind(cfg.bind)
         .map_err(|e| anyhow::anyhow!("listener {}: cannot bind {}: {e}", cfg.name, cfg.bind))?;
-    Ok(sock.listen(4096)?)
+    Ok(Bound {
+        socket: sock.listen(4096)?,
+        tls,
+    })
+}
+
+/// What a connection task needs from its listener.
+struct Shared {
+    cfg: ListenerConfig,
+    name: Arc<str>,
+    tls: Option<TlsSource>,
+    router: Arc<Router>,
+    /// Bound on the PROXY header, TLS and WebSocket handshakes together.
+    handshake_timeout: Duration,
 }
 
 pub async fn run(
     cfg: ListenerConfig,
-    listener: TcpListener,
+    bound: Bound,
     router: Arc<Router>,
     live: Arc<AtomicUsize>,
     max_total: usize,
     shutdown: watch::Receiver<bool>,
 ) {
-    match cfg.kind {
-        ListenerKind::Tcp => {}
-        other => {
-            warn!(listener = %cfg.name, kind = ?other, "listener kind not supported yet; skipped");
-            return;
-        }
-    }
-    info!(listener = %cfg.name, bind = %cfg.bind, "listening (mqtt over tcp)");
+    let Bound {
+        socket: listener,
+        tls,
+    } = bound;
+    info!(listener = %cfg.name, bind = %cfg.bind, kind = %cfg.kind,
+        proxy_protocol = cfg.proxy_protocol, "listening");
     let per_listener = Arc::new(AtomicUsize::new(0));
     let listener_cap = cfg
         .max_connections
         .map(|m| m as usize)
         .unwrap_or(usize::MAX);
+    let handshake_timeout = tls
+        .as_ref()
+        .map(|t| t.handshake_timeout)
+        .unwrap_or_else(|| Duration::from_secs(u64::from(router.cfg.mqtt.connect_timeout_secs)));
+    let shared = Arc::new(Shared {
+        name: Arc::from(cfg.name.as_str()),
+        cfg,
+        tls,
+        router: router.clone(),
+        handshake_timeout,
+    });
     let mut stop = shutdown.clone();
-    let listener_name: Arc<str> = Arc::from(cfg.name.as_str());
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -60,11 +106,12 @@ pub async fn run(
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                warn!(listener = %cfg.name, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                warn!(listener = %shared.cfg.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        // Admission first: a refused connection costs no handshake work.
         if live.fetch_add(1, Ordering::AcqRel) >= max_total
             || per_listener.fetch_add(1, Ordering::AcqRel) >= listener_cap
         {
@@ -83,18 +130,120 @@ pub async fn run(
             .fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let guard = (ConnGuard(live.clone()), ConnGuard(per_listener.clone()));
-        let router = router.clone();
+        let shared = shared.clone();
         let shutdown = shutdown.clone();
-        let name = listener_name.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let info = crate::connection::ConnInfo {
-                peer,
-                listener: name,
-                transport: "tcp",
-                tls: None,
-            };
-            serve_connection(stream, info, router, shutdown).await;
+            connection(shared, stream, peer, shutdown).await;
         });
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+    let cfg = &shared.cfg;
+    let mut client = peer;
+    let mut prefix = Vec::new();
+    if cfg.proxy_protocol {
+        let trusted = cfg.trusted_proxies.iter().any(|n| n.contains(peer.ip()));
+        if trusted {
+            match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream)).await {
+                Ok(Ok((addr, rest))) => {
+                    if let Some(a) = addr {
+                        client = a;
+                    }
+                    prefix = rest;
+                }
+                Ok(Err(e)) => {
+                    warn!(listener = %cfg.name, %peer, error = %e, "PROXY header refused");
+                    return;
+                }
+                Err(_) => {
+                    debug!(listener = %cfg.name, %peer, "no PROXY header within the handshake timeout");
+                    return;
+                }
+            }
+        } else {
+            // Only the first byte is needed: no MQTT, TLS or HTTP stream starts like a header.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if proxy::looks_like_proxy(first[0]) => {
+                    warn!(listener = %cfg.name, %peer,
+                        "PROXY header from a peer not in trusted_proxies: connection refused");
+                    return;
+                }
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
+        }
+    }
+    let stream = Prefixed::new(prefix, stream);
+    let info = ConnInfo {
+        peer: client,
+        listener: shared.name.clone(),
+        transport: cfg.kind.as_str(),
+        tls: None,
+    };
+    match (&shared.tls, cfg.kind) {
+        (Some(tls), ListenerKind::Tls | ListenerKind::Wss) => {
+            let acceptor = tls.acceptor();
+            let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(listener = %cfg.name, peer = %client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(listener = %cfg.name, peer = %client, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut info = info;
+            info.tls = Some(rampart_tls::tls_info(tls_stream.get_ref().1));
+            if let Some(id) = info.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
+                debug!(listener = %cfg.name, peer = %client, subject = %id.subject_dn, "client certificate verified");
+            }
+            finish(shared.clone(), tls_stream, info, deadline, shutdown).await;
+        }
+        _ => finish(shared.clone(), stream, info, deadline, shutdown).await,
+    }
+}
+
+/// The WebSocket upgrade when the listener is ws/wss, then the MQTT connection.
+async fn finish<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    info: ConnInfo,
+    deadline: tokio::time::Instant,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let cfg = &shared.cfg;
+    if cfg.kind.is_websocket() {
+        // One WebSocket message may carry a whole MQTT packet plus framing slack.
+        let max_message = (shared.router.cfg.mqtt.max_packet_size as usize).saturating_add(16);
+        let upgraded = tokio::time::timeout_at(
+            deadline,
+            accept_ws(stream, &cfg.ws_path, &cfg.ws_allowed_origins, max_message),
+        )
+        .await;
+        match upgraded {
+            Ok(Ok(ws)) => serve_connection(ws, info, shared.router.clone(), shutdown).await,
+            Ok(Err(e)) => {
+                debug!(listener = %cfg.name, peer = %info.peer, error = %e, "WebSocket upgrade refused")
+            }
+            Err(_) => {
+                debug!(listener = %cfg.name, peer = %info.peer, "WebSocket upgrade timed out")
+            }
+        }
+    } else {
+        serve_connection(stream, info, shared.router.clone(), shutdown).await;
     }
 }

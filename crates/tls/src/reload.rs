@@ -291,12 +291,8 @@ fn expiries(name: &str, loaded: &Loaded) -> Vec<CertExpiry> {
 }
 
 /// Loads the listener's material and starts its reload task (needs a tokio runtime). A
-/// failure here is a start-up error.
-pub fn start(
-    name: &str,
-    cfg: &TlsListenerConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Result<TlsSource, TlsError> {
+/// failure here is a start-up error. The task ends once every [`TlsSource`] clone is gone.
+pub fn start(name: &str, cfg: &TlsListenerConfig) -> Result<TlsSource, TlsError> {
     let provider = policy::crypto_provider(cfg)?;
     let stamps = watched_files(cfg).iter().map(stamp).collect();
     let loaded =
@@ -331,7 +327,7 @@ pub fn start(
         rx,
         handshake_timeout: Duration::from_secs(u64::from(cfg.handshake_timeout_secs)),
     };
-    tokio::spawn(st.run(shutdown));
+    tokio::spawn(st.run());
     Ok(source)
 }
 
@@ -423,7 +419,7 @@ impl State {
         ocsp.chain(crls).min().unwrap_or(far).min(far)
     }
 
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -438,8 +434,12 @@ impl State {
         loop {
             let due = self.next_due();
             tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = poll.tick() => self.on_poll(),
+                _ = poll.tick() => {
+                    if self.tx.receiver_count() == 0 {
+                        return;
+                    }
+                    self.on_poll();
+                }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     self.stamps = watched_files(&self.cfg).iter().map(stamp).collect();
                     self.reload("SIGHUP");

@@ -51,4 +51,5 @@ if [ "${NO_DOC:-0}" = 1 ]; then doc=(); fi
 log "comparing $brokers on $scenarios, $repeat repeat(s); raw results in $out"
 target/release/rampart-bench compare \
     --brokers "$brokers" --scenarios "$scenarios" --repeat "$repeat" "${pin[@]}" \
-    --rampart-bin target/release/rampart --json-out "$out" "${doc[@]}" "$@"
+    --rampart-bin target/release/rampart --json-out "$out" "${doc[@]}" \
+    --note "Rampart built from commit $(git describe --always --dirty 2>/dev/null || echo unknown)" "$@"

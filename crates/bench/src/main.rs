@@ -136,6 +136,9 @@ struct CompareArgs {
     /// The command line recorded in the document (defaults to this invocation).
     #[arg(long)]
     command_line: Option<String>,
+    /// Free text added to the document's header, e.g. which commit the broker was built from.
+    #[arg(long)]
+    note: Option<String>,
     #[command(flatten)]
     load: Load,
 }
@@ -365,8 +368,13 @@ fn compare(rt: &tokio::runtime::Runtime, c: CompareArgs) -> Result<()> {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
+        let note = c
+            .note
+            .as_deref()
+            .map(|n| format!(" {n}."))
+            .unwrap_or_default();
         let block = format!(
-            "Generated {when} by `{cmd}`.\n\nMachine: {}. Broker pinned: {}. Medians of {} \
+            "Generated {when} by `{cmd}`.{note}\n\nMachine: {}. Broker pinned: {}. Medians of {} \
              run(s) per scenario and broker; MQTT {}; {}-byte payloads; measured window {} s \
              after {} s of warm-up.\n\n{md}\n{}{}",
             procstat::machine(),

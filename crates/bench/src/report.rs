@@ -69,7 +69,9 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 }
             }
             let (bcpu, tcpu) = (m(|r| r.broker_cpu_s), m(|r| r.tool_cpu_s));
-            if bcpu.is_finite() && tcpu.is_finite() && bcpu > 0.0 && tcpu > 0.7 * bcpu {
+            // Fixed-rate latency runs are not throughput-bound by anyone; the note is for the rest.
+            let paced = s.starts_with("latency");
+            if !paced && bcpu.is_finite() && tcpu.is_finite() && bcpu > 0.0 && tcpu > 0.7 * bcpu {
                 notes.push(format!(
                     "tool CPU {:.0}% of the broker's: the figure may be bound by the tool",
                     100.0 * tcpu / bcpu

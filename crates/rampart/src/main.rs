@@ -27,7 +27,13 @@ enum Command {
         /// TOML configuration file (see config/rampart.example.toml).
         #[arg(long, short = 'c', value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Start even when hardening checks fail on an exposed (non-loopback) broker.
+        /// Every failure is still logged as an error. Never use this in production.
+        #[arg(long)]
+        danger_ignore_doctor: bool,
     },
+    /// Audit the host and configuration against the hardening checklist (HARDENING.md).
+    Doctor(rampart_doctor::cli::DoctorArgs),
     /// Check a configuration file: report every error as file:line: key: message, or print
     /// the listeners and limits in effect. Exits non-zero on any error.
     CheckConfig {
@@ -138,7 +144,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => {
+        Command::Doctor(args) => rampart_doctor::cli::run(args),
+        Command::Serve {
+            config,
+            danger_ignore_doctor,
+        } => {
             let cfg = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(errors) => {
@@ -155,6 +165,13 @@ fn main() -> ExitCode {
                 tracing::warn!(
                     "development mode: no config file, local-only listeners, anonymous loopback clients"
                 );
+            }
+            // Same checks as `rampart doctor` (no live probe): a failure stops an exposed
+            // broker here, before any port is bound.
+            if let Err(refused) = rampart_doctor::startup_check(&cfg, danger_ignore_doctor) {
+                tracing::error!("{refused}");
+                eprintln!("rampart: {refused}");
+                return ExitCode::from(3);
             }
             match serve(Arc::new(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -138,10 +138,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsBytes<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // Backpressure: what earlier writes left buffered goes out before more is taken.
+        ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(ws_err)?;
         ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_err)?;
         Pin::new(&mut self.ws)
             .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
             .map_err(ws_err)?;
+        // The connection driver does not flush after each write (plain TCP needs none), so
+        // push the frame out now; if the socket is full, the next write or flush finishes it.
+        if let Poll::Ready(Err(e)) = Pin::new(&mut self.ws).poll_flush(cx) {
+            return Poll::Ready(Err(ws_err(e)));
+        }
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

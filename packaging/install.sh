@@ -14,8 +14,9 @@
 # What it does (each step is safe to repeat):
 #   1. system user and group `rampart` (no login shell, home /var/lib/rampart);
 #   2. /etc/rampart and /etc/rampart/tls (0700) and /var/lib/rampart (0700), owned by
-#      rampart; config 0600 and private keys 0600 (C2);
-#   3. /etc/rampart/rampart.toml from config/rampart.example.toml if there is none;
+#      rampart; config, ACL and private keys 0600 (C2);
+#   3. /etc/rampart/rampart.toml from config/rampart.example.toml and an ACL that allows
+#      nothing (/etc/rampart/acl.conf) if there are none;
 #   4. the unit (/etc/systemd/system/rampart.service), the kernel settings
 #      (/etc/sysctl.d/99-rampart.conf) and nf_conntrack in /etc/modules-load.d;
 #   5. unless --no-activate: load nf_conntrack, sysctl --system, systemctl daemon-reload
@@ -81,6 +82,25 @@ if [ ! -e "$cfg" ]; then
 fi
 chown "$owner" "$cfg"
 chmod 0600 "$cfg"
+# The ACL named by the example config: empty of rules, so nothing is allowed until the
+# operator writes some (M2: no match denies). Never overwritten.
+acl=$(r /etc/rampart/acl.conf)
+if [ ! -e "$acl" ]; then
+    cat >"$acl" <<'ACL'
+# Rampart ACL (acl.file in rampart.toml). One rule per line, the first match decides:
+#   <allow|deny> <who> <action> <topic> [qos=0,1,2] [retain=true|false]
+# who: all, anonymous, user:NAME, client:ID, cn:NAME, group:NAME, ip:CIDR
+# action: publish, subscribe, all. Topics may use ${username}, ${clientid},
+# ${cert_common_name}. Edits apply without a restart. Examples:
+#   allow cn:* all devices/${cert_common_name}/#
+#   allow group:operators subscribe devices/#
+# Whatever no rule allows is denied (acl.no_match = "deny"); this last rule says so too.
+deny all all #
+ACL
+    say "installed $acl (no rule allows anything yet)"
+fi
+chown "$owner" "$acl"
+chmod 0600 "$acl"
 for k in "$(r /etc/rampart/tls)"/*.key; do
     [ -e "$k" ] || continue
     chown "$owner" "$k"

@@ -6,7 +6,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use rampart_config::{
-    ClientAuth, Config, ListenerConfig, StorageBackend, TLS12_CIPHERS, TLS13_CIPHERS,
+    AclSource, BackendKind, ClientAuth, Config, CrlExpired, ListenerConfig, NoMatch,
+    StorageBackend, TLS12_CIPHERS, TLS13_CIPHERS,
 };
 
 use crate::der;
@@ -76,7 +77,7 @@ impl<'a> Cx<'a> {
             }
             None => format!(
                 "RAMPART_{}__{}",
-                table.to_ascii_uppercase(),
+                table.to_ascii_uppercase().replace('.', "__"),
                 key.to_ascii_uppercase()
             ),
         };
@@ -641,23 +642,23 @@ fn c2(cx: &Cx<'_>, out: &mut Vec<Finding>) {
             "zero-config mode: no config file",
         )),
     }
-    let mut seen: Vec<&Path> = Vec::new();
+    let mut files: Vec<(&str, &str, &Path, bool)> = Vec::new();
     for l in &cx.cfg.listeners {
         let Some(tls) = &l.tls else { continue };
-        let mut files: Vec<(&str, &str, &Path, bool)> = vec![
+        files.extend([
             (
                 "C2.key_file",
                 "TLS private key readable by its owner only",
-                &tls.key_file,
+                tls.key_file.as_path(),
                 true,
             ),
             (
                 "C2.cert_file",
                 "TLS certificate not writable by others",
-                &tls.cert_file,
+                tls.cert_file.as_path(),
                 false,
             ),
-        ];
+        ]);
         if let Some(ca) = &tls.ca_file {
             files.push((
                 "C2.ca_file",
@@ -669,13 +670,87 @@ fn c2(cx: &Cx<'_>, out: &mut Vec<Finding>) {
         for crl in &tls.crl_files {
             files.push(("C2.crl_file", "CRL not writable by others", crl, false));
         }
-        for (check, title, path, secret) in files {
-            if seen.contains(&path) {
-                continue;
-            }
-            seen.push(path);
-            out.push(file_check(cx, check, title, path, secret, false));
+        for key in &tls.sni_key_files {
+            files.push((
+                "C2.key_file",
+                "TLS private key readable by its owner only",
+                key,
+                true,
+            ));
         }
+        for cert in &tls.sni_cert_files {
+            files.push((
+                "C2.cert_file",
+                "TLS certificate not writable by others",
+                cert,
+                false,
+            ));
+        }
+    }
+    for b in &cx.cfg.auth.backends {
+        match &b.kind {
+            BackendKind::Builtin {
+                mosquitto_password_file: Some(p),
+            } => {
+                files.push((
+                    "C2.secret_file",
+                    "password file readable by its owner only",
+                    p,
+                    true,
+                ));
+            }
+            BackendKind::Jwt(j) => {
+                if let Some(p) = &j.secret_file {
+                    files.push((
+                        "C2.secret_file",
+                        "JWT secret readable by its owner only",
+                        p,
+                        true,
+                    ));
+                }
+                if let Some(p) = &j.public_key_file {
+                    files.push((
+                        "C2.auth_file",
+                        "JWT public key not writable by others",
+                        p,
+                        false,
+                    ));
+                }
+            }
+            BackendKind::Http(h) => {
+                if let Some(p) = &h.ca_file {
+                    files.push((
+                        "C2.auth_file",
+                        "auth server CA bundle not writable by others",
+                        p,
+                        false,
+                    ));
+                }
+            }
+            BackendKind::Ldap(l) => {
+                if let Some(p) = &l.ca_file {
+                    files.push((
+                        "C2.auth_file",
+                        "LDAP CA bundle not writable by others",
+                        p,
+                        false,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(p) = &cx.cfg.acl.file {
+        // Whoever can write the ACL can grant themselves every topic.
+        files.push(("C2.acl_file", "ACL file not writable by others", p, false));
+    }
+    let mut seen: Vec<&Path> = Vec::new();
+    for (check, title, path, secret) in files {
+        if seen.contains(&path) {
+            continue;
+        }
+        seen.push(path);
+        out.push(file_check(cx, check, title, path, secret, false));
     }
     let title = "data directory private to the service user";
     match cx.cfg.storage.backend {
@@ -950,6 +1025,11 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
                 !TLS13_CIPHERS.contains(&c.as_str()) && !TLS12_CIPHERS.contains(&c.as_str())
             })
             .collect();
+        let groups = if tls.groups.is_empty() {
+            String::new()
+        } else {
+            format!("; key exchange groups {}", tls.groups.join(", "))
+        };
         let f = if !unknown.is_empty() {
             Finding::new(
                 "T2.ciphers",
@@ -965,7 +1045,7 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
                 "T2",
                 "TLS cipher suites",
                 Status::Pass,
-                format!("{label}: library defaults (AEAD with forward secrecy only)"),
+                format!("{label}: library defaults (AEAD with forward secrecy only){groups}"),
             )
         } else {
             Finding::new(
@@ -973,7 +1053,7 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
                 "T2",
                 "TLS cipher suites",
                 Status::Pass,
-                format!("{label}: {}", tls.ciphers.join(", ")),
+                format!("{label}: {}{groups}", tls.ciphers.join(", ")),
             )
         };
         out.push(f.on(&l.name).at_loc(loc("ciphers")));
@@ -1006,6 +1086,33 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
             }
         };
         out.push(f.on(&l.name).at_loc(loc("cert_file")));
+        for sni in &tls.sni_cert_files {
+            let subject = format!("{}:{}", l.name, sni.display());
+            let f = match load_certs(sni) {
+                Err(e) => Finding::new(
+                    "T3.certificate",
+                    "T3",
+                    "certificate chain and expiry",
+                    Status::Fail,
+                    format!("{label}: SNI certificate {}: {e}", sni.display()),
+                ),
+                Ok(chain) => {
+                    let (status, ev) = judge_chain(&chain, now);
+                    Finding::new(
+                        "T3.certificate",
+                        "T3",
+                        "certificate chain and expiry",
+                        status,
+                        format!("{label}: SNI certificate {}: {ev}", sni.display()),
+                    )
+                }
+            }
+            .fix(format!(
+                "renew the certificate and put the whole chain, leaf first, in {}",
+                sni.display()
+            ));
+            out.push(f.on(subject).at_loc(loc("sni_cert_files")));
+        }
 
         let f = if tls.client_auth == ClientAuth::None {
             Finding::new(
@@ -1053,18 +1160,24 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
                 Status::NotApplicable,
                 format!("{label}: no client certificates"),
             )
-        } else if tls.crl_files.is_empty() {
+        } else if tls.crl_files.is_empty() && !tls.crl_fetch {
             Finding::new(
                 "T5.crl",
                 "T5",
                 "certificate revocation lists",
                 Status::Warn,
-                format!("{label}: no crl_files: a revoked client certificate is still accepted"),
+                format!("{label}: no crl_files and crl_fetch = false: a revoked client certificate is still accepted"),
             )
-            .fix("crl_files = [\"/etc/rampart/tls/clients-ca.crl\"]")
+            .fix("crl_files = [\"/etc/rampart/tls/clients-ca.crl\"] (or crl_fetch = true)")
         } else {
             let mut status = Status::Pass;
             let mut notes = Vec::new();
+            let stale_effect = match tls.crl_expired {
+                CrlExpired::Deny => {
+                    "client certificates it covers are refused (crl_expired = deny)"
+                }
+                CrlExpired::Allow => "revocations since then are missed (crl_expired = allow)",
+            };
             for p in &tls.crl_files {
                 let shown = p.display();
                 match load_crl(p).map(|d| der::parse_crl(&d)) {
@@ -1081,7 +1194,7 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
                         match crl.next_update {
                             Some(n) if n < now => {
                                 status = Status::Fail;
-                                notes.push(format!("{shown}: stale: nextUpdate {} has passed (issued {age_days} days ago)", der::format_time(n)));
+                                notes.push(format!("{shown}: stale: nextUpdate {} has passed (issued {age_days} days ago): {stale_effect}", der::format_time(n)));
                             }
                             Some(n) => {
                                 if n - now < CRL_NEXT_UPDATE_WARN_SECS {
@@ -1102,46 +1215,267 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
                     }
                 }
             }
-            Finding::new("T5.crl", "T5", "certificate revocation lists", status, format!("{label}: {}", notes.join("; ")))
-                .fix("fetch a fresh CRL from the CA into the configured crl_files (for example from a cron job or systemd timer)")
+            if tls.crl_fetch {
+                notes.push(format!(
+                    "CRLs also fetched from distribution points every {} s at most",
+                    tls.crl_refresh_secs
+                ));
+            }
+            if !tls.crl_files.is_empty() {
+                notes.push(format!(
+                    "files re-read every {} s and on SIGHUP, without a restart",
+                    tls.reload_poll_secs
+                ));
+            }
+            let mut fix = "fetch a fresh CRL from the CA into the configured crl_files (for example from a systemd timer)";
+            if tls.crl_expired == CrlExpired::Allow {
+                status = status.max(Status::Warn);
+                notes.push("crl_expired = allow: an out-of-date CRL keeps being used".to_string());
+                fix = "crl_expired = \"deny\", and refresh the CRLs before their nextUpdate";
+            }
+            Finding::new(
+                "T5.crl",
+                "T5",
+                "certificate revocation lists",
+                status,
+                format!("{label}: {}", notes.join("; ")),
+            )
+            .fix(fix)
         };
         out.push(f.on(&l.name).at_loc(loc("crl_files")));
 
-        out.push(Finding::new("T6.ocsp", "T6", "OCSP stapling", Status::NotApplicable,
-            format!("{label}: the config has no OCSP stapling settings yet; the live probe (T6.live_ocsp) reports whether a response is stapled"))
-            .on(&l.name));
+        let title = "OCSP stapling";
+        let f = if !tls.ocsp_stapling {
+            Finding::new(
+                "T6.ocsp",
+                "T6",
+                title,
+                Status::Warn,
+                format!("{label}: ocsp_stapling = false"),
+            )
+            .fix("ocsp_stapling = true")
+            .at_loc(loc("ocsp_stapling"))
+        } else if let Some(url) = &tls.ocsp_url {
+            Finding::new(
+                "T6.ocsp",
+                "T6",
+                title,
+                Status::Pass,
+                format!("{label}: stapling on, responder {url} (ocsp_url)"),
+            )
+            .at_loc(loc("ocsp_url"))
+        } else {
+            match load_certs(&tls.cert_file) {
+                Err(_) => Finding::new(
+                    "T6.ocsp",
+                    "T6",
+                    title,
+                    Status::NotApplicable,
+                    format!("{label}: the certificate is unreadable (see T3.certificate)"),
+                ),
+                Ok(chain) => {
+                    let aia = chain.first().is_some_and(|c| der::has_ocsp_responder(c));
+                    if aia && chain.len() >= 2 {
+                        Finding::new("T6.ocsp", "T6", title, Status::Pass,
+                            format!("{label}: stapling on, responder from the certificate's AIA extension"))
+                    } else if aia {
+                        Finding::new("T6.ocsp", "T6", title, Status::Warn,
+                            format!("{label}: the certificate names an OCSP responder but cert_file holds no issuer certificate, so no OCSP request can be made"))
+                            .fix(format!("append the issuing CA certificate to {}", tls.cert_file.display()))
+                    } else {
+                        Finding::new("T6.ocsp", "T6", title, Status::Warn,
+                            format!("{label}: stapling on, but no responder is known (no OCSP URL in the certificate, no ocsp_url): nothing is stapled"))
+                            .fix("ocsp_url = \"http://ocsp.example.org/\" in [listeners.tls], or a certificate whose AIA names its OCSP responder")
+                    }
+                }
+            }
+        };
+        out.push(f.on(&l.name));
     }
 }
 
 fn mqtt(cx: &Cx<'_>, out: &mut Vec<Finding>) {
     let m = &cx.cfg.mqtt;
-    let exposed = cx.cfg.listeners.iter().any(|l| !is_loopback(l.bind.ip()));
-    out.push(if exposed {
-        Finding::new("M1.authentication", "M1", "authentication on every non-loopback listener", Status::NotApplicable,
-            "the config has no [auth] section yet: clients from non-loopback addresses need credentials the broker cannot check, so they are refused unless danger.allow_anonymous is set")
+    let auth = &cx.cfg.auth;
+    let anonymous = cx.cfg.danger.allow_anonymous;
+    let exposed: Vec<&ListenerConfig> = cx
+        .cfg
+        .listeners
+        .iter()
+        .filter(|l| !is_loopback(l.bind.ip()))
+        .collect();
+    let title = "at least one authentication backend";
+    let f = if !auth.backends.is_empty() {
+        let list: Vec<String> = auth
+            .backends
+            .iter()
+            .map(|b| format!("{} ({})", b.name, b.kind.as_str()))
+            .collect();
+        Finding::new(
+            "M1.backends",
+            "M1",
+            title,
+            Status::Pass,
+            format!("auth.backends: {}", list.join(", ")),
+        )
+    } else if exposed.is_empty() {
+        Finding::new(
+            "M1.backends",
+            "M1",
+            title,
+            Status::NotApplicable,
+            "no backend; every listener is on loopback (anonymous loopback clients only)",
+        )
     } else {
-        Finding::new("M1.authentication", "M1", "authentication on every non-loopback listener", Status::NotApplicable,
-            "every listener is on loopback")
-    });
-    let d = cx.cfg.danger.allow_anonymous;
+        Finding::new("M1.backends", "M1", title, Status::Fail,
+            "no [[auth.backends]] while listeners are exposed: remote clients cannot authenticate")
+            .fix("[[auth.backends]] name = \"users\" kind = \"builtin\" (users: rampart ctl users add), or kind = \"certificate\" on mTLS listeners")
+    };
+    out.push(f.at_loc(cx.locate(None, "auth", "backends")));
+
+    let title = "authentication on every non-loopback listener";
+    if exposed.is_empty() {
+        out.push(Finding::new(
+            "M1.authentication",
+            "M1",
+            title,
+            Status::NotApplicable,
+            "every listener is on loopback",
+        ));
+    }
+    for l in &exposed {
+        let serving: Vec<&rampart_config::BackendConfig> = auth
+            .backends
+            .iter()
+            .filter(|b| b.listeners.is_empty() || b.listeners.contains(&l.name))
+            .collect();
+        let asks_cert = l
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth != ClientAuth::None);
+        let usable: Vec<String> = serving
+            .iter()
+            .filter(|b| asks_cert || !matches!(b.kind, BackendKind::Certificate { .. }))
+            .map(|b| format!("{} ({})", b.name, b.kind.as_str()))
+            .collect();
+        let f = if !usable.is_empty() {
+            Finding::new(
+                "M1.authentication",
+                "M1",
+                title,
+                Status::Pass,
+                format!(
+                    "listener \"{}\" on {}: {}",
+                    l.name,
+                    l.bind,
+                    usable.join(", ")
+                ),
+            )
+        } else {
+            let why = if serving.is_empty() {
+                "no backend serves it".to_string()
+            } else {
+                "only a certificate backend serves it, and it asks for no client certificate"
+                    .to_string()
+            };
+            let (status, effect) = if anonymous {
+                (
+                    Status::Fail,
+                    "clients get in without credentials (danger.allow_anonymous)",
+                )
+            } else {
+                (Status::Warn, "its clients cannot log in")
+            };
+            Finding::new("M1.authentication", "M1", title, status,
+                format!("listener \"{}\" on {}: {why}: {effect}", l.name, l.bind))
+                .fix(format!("listeners = [\"{}\"] on an [[auth.backends]] entry (or leave listeners empty: every listener)", l.name))
+        };
+        out.push(f.on(&l.name));
+    }
+
+    let bf = &auth.brute_force;
+    let f = if exposed.is_empty() && auth.backends.is_empty() {
+        Finding::new(
+            "M1.brute_force",
+            "M1",
+            "brute-force protection",
+            Status::NotApplicable,
+            "no password backend",
+        )
+    } else if bf.enabled {
+        Finding::new(
+            "M1.brute_force",
+            "M1",
+            "brute-force protection",
+            Status::Pass,
+            format!(
+                "delays after {} failures, lockout after {} for {} s",
+                bf.free_failures, bf.lockout_after, bf.lockout_secs
+            ),
+        )
+    } else {
+        Finding::new(
+            "M1.brute_force",
+            "M1",
+            "brute-force protection",
+            Status::Warn,
+            "auth.brute_force.enabled = false: password guessing is only slowed by the hash",
+        )
+        .fix("enabled = true in [auth.brute_force]")
+        .at_loc(cx.locate(None, "auth.brute_force", "enabled"))
+    };
+    out.push(f);
+
     out.push(
         Finding::new(
             "M1.danger_allow_anonymous",
             "M1",
             "anonymous access off (danger.allow_anonymous)",
-            if d { Status::Fail } else { Status::Pass },
-            format!("danger.allow_anonymous = {d}"),
+            if anonymous {
+                Status::Fail
+            } else {
+                Status::Pass
+            },
+            format!("danger.allow_anonymous = {anonymous}"),
         )
         .at_loc(cx.locate(None, "danger", "allow_anonymous"))
         .fix("danger.allow_anonymous = false"),
     );
-    out.push(Finding::new(
-        "M2.acl_final_deny",
-        "M2",
-        "ACL ending in deny-by-default",
-        Status::NotApplicable,
-        "the config has no ACL rules yet",
-    ));
+
+    let acl = &cx.cfg.acl;
+    let sources: Vec<&str> = acl
+        .sources
+        .iter()
+        .map(|s| match s {
+            AclSource::Identity => "identity",
+            AclSource::File => "file",
+        })
+        .collect();
+    let mut ev = format!("acl.sources = [{}]", sources.join(", "));
+    if acl.sources.contains(&AclSource::File) {
+        match &acl.file {
+            Some(p) => ev.push_str(&format!(", file {}", p.display())),
+            None => ev.push_str(", no acl.file"),
+        }
+    }
+    let f = match acl.no_match {
+        NoMatch::Deny => Finding::new(
+            "M2.acl_final_deny",
+            "M2",
+            "ACL ending in deny-by-default",
+            Status::Pass,
+            format!("acl.no_match = deny: what no rule allows is denied; {ev}"),
+        ),
+        NoMatch::Allow => Finding::new(
+            "M2.acl_final_deny",
+            "M2",
+            "ACL ending in deny-by-default",
+            Status::Fail,
+            format!("acl.no_match = allow: what no rule denies is allowed; {ev}"),
+        )
+        .fix("no_match = \"deny\" in [acl]"),
+    };
+    out.push(f.at_loc(cx.locate(None, "acl", "no_match")));
 
     let nofile = cx.service_nofile();
     let quota =

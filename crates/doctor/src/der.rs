@@ -177,6 +177,18 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The DER of the OID id-ad-ocsp (1.3.6.1.5.5.7.48.1), the access method of an OCSP
+/// responder in the Authority Information Access extension.
+const ID_AD_OCSP: &[u8] = &[0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+
+/// Whether a certificate names an OCSP responder (AIA). A byte search for the OID is enough
+/// to tell presence: the OID's encoding cannot occur by accident inside the other fields
+/// that matter here, and a false positive only turns a warning into a pass that the live
+/// probe (T6.live_ocsp) then checks.
+pub fn has_ocsp_responder(cert: &[u8]) -> bool {
+    cert.windows(ID_AD_OCSP.len()).any(|w| w == ID_AD_OCSP)
+}
+
 /// `2027-03-01T12:00:00Z` for evidence.
 pub fn format_time(t: i64) -> String {
     let days = t.div_euclid(86_400);

@@ -204,7 +204,7 @@ fn quotas_are_judged_and_env_overrides_located() {
     );
     assert_eq!(status(&r, "M3.max_topic_levels", None), Status::Warn);
     assert_eq!(status(&r, "M3.max_client_id_length", None), Status::Pass);
-    assert_eq!(status(&r, "M2.acl_final_deny", None), Status::NotApplicable);
+    assert_eq!(status(&r, "M2.acl_final_deny", None), Status::Pass);
 }
 
 /// A host root whose service user is whoever runs the test (files we create are ours).
@@ -373,7 +373,21 @@ fn certificates_and_crls() {
     );
     assert_eq!(status(&r, "T1.min_version", Some("mqtts")), Status::Pass);
     assert_eq!(status(&r, "T2.ciphers", Some("mqtts")), Status::Pass);
-    assert_eq!(status(&r, "T6.ocsp", Some("mqtts")), Status::NotApplicable);
+    // The leaf names its OCSP responder and cert_file holds its issuer.
+    assert_eq!(status(&r, "T6.ocsp", Some("mqtts")), Status::Pass);
+    let r = run(
+        (2030, 1, 1),
+        (2025, 12, 1),
+        (2026, 2, 1),
+        &format!("{crl}\nocsp_url = \"http://ocsp.fixture/\"\ncrl_expired = \"allow\""),
+    );
+    assert_eq!(status(&r, "T6.ocsp", Some("mqtts")), Status::Pass);
+    let f = find(&r, "T5.crl", Some("mqtts"));
+    assert_eq!(f.status, Status::Warn);
+    assert_eq!(
+        f.remediation.as_deref(),
+        Some("crl_expired = \"deny\", and refresh the CRLs before their nextUpdate")
+    );
 
     // Stale CRL, expired leaf.
     let r = run((2025, 6, 1), (2025, 11, 1), (2025, 12, 1), &crl);
@@ -397,6 +411,19 @@ fn certificates_and_crls() {
     let r = run((2026, 1, 20), (2025, 12, 1), (2026, 2, 1), "");
     assert_eq!(status(&r, "T3.certificate", Some("mqtts")), Status::Warn);
     assert_eq!(status(&r, "T5.crl", Some("mqtts")), Status::Warn);
+
+    // No responder anywhere: stapling is on but has nothing to staple.
+    Pki::build((2030, 1, 1), false).write(d, (2025, 12, 1), (2026, 2, 1));
+    let r = rampart_doctor::run(&config(&tls_config(d, "")), &o);
+    let f = find(&r, "T6.ocsp", Some("mqtts"));
+    assert_eq!(f.status, Status::Warn);
+    assert!(
+        f.evidence.contains("no responder is known"),
+        "{}",
+        f.evidence
+    );
+    let r = rampart_doctor::run(&config(&tls_config(d, "ocsp_stapling = false")), &o);
+    assert_eq!(status(&r, "T6.ocsp", Some("mqtts")), Status::Warn);
 
     // Chain out of order: intermediate first.
     let pki = Pki::new((2030, 1, 1));
@@ -434,4 +461,38 @@ fn startup_gate_refuses_only_exposed_brokers() {
     assert!(rampart_doctor::startup_check_with(&dev, &o, false)
         .unwrap()
         .has_failures());
+}
+
+#[test]
+fn authentication_and_acl() {
+    let o = opts("host-good", Role::Audit);
+    // Exposed, no backend at all.
+    let r = rampart_doctor::run(&config(PROD), &o);
+    assert_eq!(status(&r, "M1.backends", None), Status::Fail);
+    assert_eq!(status(&r, "M1.authentication", Some("mqtts")), Status::Warn);
+    assert_eq!(status(&r, "M2.acl_final_deny", None), Status::Pass);
+
+    // A certificate backend on a listener that asks for no certificate does not count.
+    let toml = format!("{PROD}\n[[auth.backends]]\nname = \"certs\"\nkind = \"certificate\"\n\n[acl]\nno_match = \"allow\"\n");
+    let r = rampart_doctor::run(&config(&toml), &o);
+    assert_eq!(status(&r, "M1.backends", None), Status::Pass);
+    let f = find(&r, "M1.authentication", Some("mqtts"));
+    assert_eq!(f.status, Status::Warn);
+    assert!(
+        f.evidence.contains("only a certificate backend"),
+        "{}",
+        f.evidence
+    );
+    let f = find(&r, "M2.acl_final_deny", None);
+    assert_eq!(f.status, Status::Fail);
+    assert_eq!(
+        f.remediation.as_deref(),
+        Some("no_match = \"deny\" in [acl]")
+    );
+
+    // A password backend serves it.
+    let toml = format!("{PROD}\n[[auth.backends]]\nname = \"users\"\nkind = \"builtin\"\n\n[auth.brute_force]\nenabled = false\n");
+    let r = rampart_doctor::run(&config(&toml), &o);
+    assert_eq!(status(&r, "M1.authentication", Some("mqtts")), Status::Pass);
+    assert_eq!(status(&r, "M1.brute_force", None), Status::Warn);
 }

@@ -144,9 +144,6 @@ fn text_golden() {
     let report = scenario(dir.path());
     let out = normalise(&render::render(&report, Format::Text), dir.path());
     assert!(out.contains("\nScore per phase (pass / applicable)\n"));
-    assert!(
-        out.contains("\nResult: FAIL (23 pass, 2 warn, 7 fail, 7 n/a)\n"),
-        "{out}"
-    );
+    assert!(out.contains("\nResult: FAIL ("), "{out}");
     check_golden("report.txt", &out);
 }

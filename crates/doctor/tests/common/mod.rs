@@ -97,8 +97,13 @@ fn ca_params(cn: &str) -> CertificateParams {
 }
 
 impl Pki {
-    /// `leaf_not_after`: (year, month, day) of the server certificate's expiry.
+    /// `leaf_not_after`: (year, month, day) of the server certificate's expiry. The leaf
+    /// names an OCSP responder in its AIA extension.
     pub fn new(leaf_not_after: (i32, u8, u8)) -> Pki {
+        Pki::build(leaf_not_after, true)
+    }
+
+    pub fn build(leaf_not_after: (i32, u8, u8), ocsp_aia: bool) -> Pki {
         let root_key = KeyPair::generate().unwrap();
         let root = ca_params("Fixture Root CA").self_signed(&root_key).unwrap();
         let inter_key = KeyPair::generate().unwrap();
@@ -114,6 +119,34 @@ impl Pki {
         lp.not_before = rcgen::date_time_ymd(2020, 1, 1);
         let (y, m, d) = leaf_not_after;
         lp.not_after = rcgen::date_time_ymd(y, m, d);
+        if ocsp_aia {
+            // AuthorityInfoAccess: SEQUENCE { SEQUENCE { id-ad-ocsp, [6] "http://ocsp.fixture/" } }
+            let url = b"http://ocsp.fixture/";
+            let mut ad = vec![
+                0x06,
+                0x08,
+                0x2b,
+                0x06,
+                0x01,
+                0x05,
+                0x05,
+                0x07,
+                0x30,
+                0x01,
+                0x86,
+                url.len() as u8,
+            ];
+            ad.extend_from_slice(url);
+            let mut inner = vec![0x30, ad.len() as u8];
+            inner.extend(ad);
+            let mut aia = vec![0x30, inner.len() as u8];
+            aia.extend(inner);
+            lp.custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                    aia,
+                ));
+        }
         let leaf = lp.signed_by(&leaf_key, &inter, &inter_key).unwrap();
         let client_ca_key = KeyPair::generate().unwrap();
         let client_ca = ca_params("Fixture Client CA")

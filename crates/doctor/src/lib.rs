@@ -139,6 +139,10 @@ pub fn startup_check_with(cfg: &Config, opts: &Options, ignore: bool) -> Result<
         let subject = f.subject.as_deref().unwrap_or("");
         let fix = f.remediation.as_deref().unwrap_or("");
         match f.status {
+            // A development broker starts anyway: its failures are warnings in its log.
+            Status::Fail if report.mode == Mode::Development => {
+                tracing::warn!(check = %f.check, id = f.id, subject, evidence = %f.evidence, fix, "doctor: FAIL {}", f.title)
+            }
             Status::Fail => {
                 tracing::error!(check = %f.check, id = f.id, subject, evidence = %f.evidence, fix, "doctor: FAIL {}", f.title)
             }

@@ -144,7 +144,7 @@ def cat(out: Path, *parts: Path) -> Path:
 
 class Pki:
     def __init__(self, base: Path, ocsp_url: Optional[str] = None, server_key: str = "ec",
-                 tag: str = ""):
+                 tag: str = "", crl_url: Optional[str] = None):
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.root = CA(base, f"root{tag}")
@@ -163,7 +163,10 @@ class Pki:
         self.client_ca = cat(base / f"client-ca{tag}.pem", self.root.cert, self.inter.cert)
 
         def client(name: str, **kw) -> tuple[Path, Path]:
-            return self.inter.issue(base, f"{name}{tag}", name, CLIENT_EXT.format(cn=name), **kw)
+            ext = CLIENT_EXT.format(cn=name)
+            if crl_url:
+                ext += f"crlDistributionPoints=URI:{crl_url}\n"
+            return self.inter.issue(base, f"{name}{tag}", name, ext, **kw)
 
         self.client_cert, self.client_key = client("client-good")
         self.revoked_cert, self.revoked_key = client("client-revoked")

@@ -8,11 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, port_accepts
 from pki import Pki
 from tls_fixtures import (TransportClient, listener_toml, mosquitto, negotiated, s_client,
                           served_certs, tls_table, wait_until)
@@ -31,11 +32,11 @@ def test_ocsp_response_stapled(broker_factory, tmp_path):
     ocsp_port = free_port()
     pki = Pki(tmp_path / "pki", ocsp_url=f"http://127.0.0.1:{ocsp_port}")
     responder = subprocess.Popen(
-        ["openssl", "ocsp", "-index", str(pki.inter.dir / "index.txt"), "-port", str(ocsp_port),
-         "-rsigner", str(pki.inter.cert), "-rkey", str(pki.inter.key), "-CA",
-         str(pki.inter.cert), "-ndays", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [sys.executable, str(Path(__file__).with_name("ocsp_responder.py")), str(ocsp_port),
+         str(pki.inter.dir / "index.txt"), str(pki.inter.cert), str(pki.inter.cert),
+         str(pki.inter.key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        wait_until(lambda: port_accepts("127.0.0.1", ocsp_port), what="OCSP responder up")
         port = free_port()
         b = broker_factory(extra_toml=listener_toml("ocsp", "tls", port, tls_table(pki)))
 
@@ -179,3 +180,34 @@ def test_expired_crl_policy(broker_factory, live, policy, accepted):
     p = mosquitto("mosquitto_pub", port, a, "-t", "x", "-m", "x", cert=a.client_cert,
                   key=a.client_key)
     assert (p.returncode == 0) == accepted, p.stderr
+
+
+def test_crl_fetched_from_distribution_point(broker_factory, tmp_path):
+    http_port = free_port()
+    www = tmp_path / "www"
+    www.mkdir()
+    pki = Pki(tmp_path / "pki", crl_url=f"http://127.0.0.1:{http_port}/inter.crl")
+    shutil.copyfile(pki.crl_inter, www / "inter.crl")
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                               "--directory", str(www), str(http_port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_accepts("127.0.0.1", http_port), what="CRL server up")
+        port = free_port()
+        broker = broker_factory(extra_toml=listener_toml("fetch", "tls", port, tls_table(
+            pki, ca_file=pki.client_ca, client_auth="required", crl_fetch=True,
+            reload_poll_secs=1)))
+
+        def pub(cert, key):
+            return mosquitto("mosquitto_pub", port, pki, "-t", "x", "-m", "x", cert=cert,
+                             key=key).returncode
+
+        # Until the CRL of the client's distribution point is fetched, its revocation
+        # status is unknown and the handshake is refused (fail closed).
+        wait_until(lambda: pub(pki.client_cert, pki.client_key) == 0, timeout=20,
+                   what="good client accepted once the CRL is fetched", step=0.5)
+        assert pub(pki.revoked_cert, pki.revoked_key) != 0
+        assert "CRL fetched" in broker.log_text()
+    finally:
+        server.kill()
+        server.wait()

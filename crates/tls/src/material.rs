@@ -63,21 +63,23 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// A CRL file: PEM (one or more X509 CRL blocks) or DER.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let bytes = read(path, "crl file")?;
+    parse_crls(bytes).map_err(|e| TlsError::new(format!("crl file {}: {e}", path.display())))
+}
+
+/// CRLs from PEM (one or more X509 CRL blocks) or DER bytes, each checked to parse.
+pub fn parse_crls(bytes: Vec<u8>) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let crls: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
         CertificateRevocationListDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::new(format!("crl file {}: bad PEM: {e}", path.display())))?
+            .map_err(|e| format!("bad PEM: {e}"))?
     } else {
         vec![CertificateRevocationListDer::from(bytes)]
     };
     if crls.is_empty() {
-        return Err(TlsError::new(format!(
-            "crl file {}: no X509 CRL block found",
-            path.display()
-        )));
+        return Err("no X509 CRL block found".to_string());
     }
     for crl in &crls {
-        check_crl(crl).map_err(|e| TlsError::new(format!("crl file {}: {e}", path.display())))?;
+        check_crl(crl)?;
     }
     Ok(crls)
 }

@@ -118,7 +118,8 @@ impl<T> Fetch<T> {
 }
 
 struct FetchedCrl {
-    der: CertificateRevocationListDer<'static>,
+    /// Usually one CRL; a PEM answer may carry several.
+    der: Vec<CertificateRevocationListDer<'static>>,
 }
 
 type Stamp = Option<(SystemTime, u64, u64)>;
@@ -247,8 +248,10 @@ fn build(st: &State, loaded: &Loaded) -> Result<Arc<ServerConfig>, TlsError> {
             crls.extend(
                 st.crls
                     .values()
-                    .filter_map(|f| f.value.as_ref().map(|c| c.der.clone())),
+                    .filter_map(|f| f.value.as_ref())
+                    .flat_map(|c| c.der.iter().cloned()),
             );
+            let no_crl_yet = st.cfg.crl_fetch && crls.is_empty();
             let mut b =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), st.provider.clone())
                     .with_crls(crls);
@@ -265,6 +268,7 @@ fn build(st: &State, loaded: &Loaded) -> Result<Arc<ServerConfig>, TlsError> {
                 inner,
                 max_intermediates: usize::from(st.cfg.verify_depth),
                 seen_crl_urls: st.cfg.crl_fetch.then(|| st.seen_crl_urls.clone()),
+                no_crl_yet,
             })
         };
     let mut sc = ServerConfig::builder_with_provider(st.provider.clone())
@@ -592,8 +596,13 @@ impl State {
         let result = crate::http::fetch(url, None, MAX_FETCHED_CRL_BYTES, FETCH_TIMEOUT)
             .await
             .and_then(|body| {
-                let next = material::check_crl(&body)?;
-                Ok((body, next))
+                let crls = material::parse_crls(body)?;
+                // The earliest nextUpdate among them decides the refresh.
+                let next = crls
+                    .iter()
+                    .filter_map(|c| material::check_crl(c).ok().flatten())
+                    .min();
+                Ok((crls, next))
             });
         let refresh = u64::from(self.cfg.crl_refresh_secs);
         let Some(f) = self.crls.get_mut(url) else {
@@ -603,15 +612,10 @@ impl State {
             Ok((body, next)) => {
                 let now = unix_now();
                 let until_next = next.map(|n| (n - now).max(60) as u64).unwrap_or(refresh);
-                let changed = f
-                    .value
-                    .as_ref()
-                    .is_none_or(|c| c.der.as_ref() != body.as_slice());
+                let changed = f.value.as_ref().is_none_or(|c| c.der != body);
                 info!(listener = %self.name, url, changed, "CRL fetched");
                 f.succeeded(
-                    Some(FetchedCrl {
-                        der: CertificateRevocationListDer::from(body),
-                    }),
+                    Some(FetchedCrl { der: body }),
                     Duration::from_secs(refresh.min(until_next)),
                 );
                 changed

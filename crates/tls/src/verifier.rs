@@ -21,6 +21,9 @@ pub struct DepthLimited {
     pub max_intermediates: usize,
     /// Where CRL URLs of verified client certificates are noted; `None` without `crl_fetch`.
     pub seen_crl_urls: Option<Arc<Mutex<BTreeSet<String>>>>,
+    /// `crl_fetch` is on but no CRL is loaded or fetched yet: the revocation status of every
+    /// certificate is unknown, so verified certificates are refused (fail closed) until one is.
+    pub no_crl_yet: bool,
 }
 
 impl ClientCertVerifier for DepthLimited {
@@ -54,9 +57,14 @@ impl ClientCertVerifier for DepthLimited {
                 rustls::CertificateError::ApplicationVerificationFailure,
             ));
         }
-        let r = self
+        let mut r = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);
+        if self.no_crl_yet && r.is_ok() {
+            r = Err(Error::InvalidCertificate(
+                rustls::CertificateError::UnknownRevocationStatus,
+            ));
+        }
         // Only a certificate that chains to the CA bundle may point the broker at a URL:
         // verified, or refused only for want of a CRL (webpki checks revocation after the
         // signature of each step).

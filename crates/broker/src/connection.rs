@@ -559,7 +559,7 @@ impl Conn {
         for id in ids {
             match self.state.outbound.get(&id).cloned() {
                 Some(OutFlight::Publish(d)) => {
-                    self.write_publish(&d, id, true, Instant::now());
+                    self.write_publish(&d, id, true, Some(Instant::now()));
                 }
                 Some(OutFlight::Released { .. }) => {
                     self.send(&pubrel(id, ReasonCode::Success));
@@ -570,7 +570,13 @@ impl Conn {
     }
 
     /// Encode one outgoing PUBLISH; false if it is too large for the client and was dropped.
-    fn write_publish(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> bool {
+    fn write_publish(
+        &mut self,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Option<Instant>,
+    ) -> bool {
         // Fast path: the message's shared encoding, with flags and packet id patched in.
         if d.subscription_ids.is_empty() && d.msg.expires_at.is_none() {
             let with_id = d.qos != QoS::AtMostOnce;
@@ -595,7 +601,7 @@ impl Conn {
         }
         let properties = if self.is_v5() {
             let mut p = d.msg.properties.clone();
-            p.message_expiry_interval = d.msg.remaining_expiry(now);
+            p.message_expiry_interval = now.and_then(|t| d.msg.remaining_expiry(t));
             p.subscription_identifiers = d.subscription_ids.clone();
             p
         } else {
@@ -630,7 +636,8 @@ impl Conn {
         if self.gated.len() >= MAX_GATED {
             return;
         }
-        let now = Instant::now();
+        // The clock is read only if a message carries an expiry.
+        let mut now: Option<Instant> = None;
         while self.out.len() < WRITE_HIGH_WATER {
             let mut room = self.send_window.saturating_sub(self.state.outbound.len());
             {
@@ -659,7 +666,15 @@ impl Conn {
             let start = self.out.len();
             let mut store_ops = WriteBatch::new();
             for d in batch.drain(..) {
-                if d.msg.is_expired(now) {
+                let now = match (d.msg.expires_at, now) {
+                    (None, _) => None,
+                    (Some(_), Some(t)) => Some(t),
+                    (Some(_), None) => {
+                        now = Some(Instant::now());
+                        now
+                    }
+                };
+                if now.is_some_and(|t| d.msg.is_expired(t)) {
                     // Expired messages are not sent ([MQTT-3.3.2-5]).
                     self.forget_stored(d.seq);
                     continue;
@@ -710,16 +725,18 @@ impl Conn {
         W: AsyncWrite + Unpin,
     {
         let session = self.session.clone();
-        let mut flushed_counts = Instant::now();
+        // One timer for the connection's life, re-armed lazily: creating a timer per loop
+        // iteration would cost a timer-wheel insert and removal per burst.
+        let idle = sleep_until_opt(
+            self.idle_limit
+                .map(|d| tokio::time::Instant::from_std(self.last_rx + d)),
+        );
+        tokio::pin!(idle);
         loop {
             self.drain_queue();
-            if self.counts.messages_sent > 0 || flushed_counts.elapsed() > Duration::from_secs(1) {
+            if self.counts.is_dirty() {
                 self.counts.flush(&self.router.metrics);
-                flushed_counts = Instant::now();
             }
-            let idle_deadline = self
-                .idle_limit
-                .map(|d| tokio::time::Instant::from_std(self.last_rx + d));
             if rbuf.is_empty() && rbuf.capacity() > READ_CHUNK * 4 {
                 // Give back a buffer grown by a burst.
                 rbuf = BytesMut::new();
@@ -799,9 +816,17 @@ impl Conn {
                     }
                 },
                 _ = session.notify.notified() => {}
-                _ = sleep_until_opt(idle_deadline) => {
-                    debug!(client_id = %self.state.client_id, "keep alive timeout");
-                    return Close::Server(ReasonCode::KeepAliveTimeout, "[MQTT-3.1.2-24]");
+                _ = &mut idle => {
+                    let deadline = self.idle_limit.map(|d| self.last_rx + d);
+                    match deadline {
+                        Some(d) if d > Instant::now() => {
+                            idle.set(sleep_until_opt(Some(tokio::time::Instant::from_std(d))));
+                        }
+                        _ => {
+                            debug!(client_id = %self.state.client_id, "keep alive timeout");
+                            return Close::Server(ReasonCode::KeepAliveTimeout, "[MQTT-3.1.2-24]");
+                        }
+                    }
                 }
             }
         }
@@ -1042,12 +1067,11 @@ impl Conn {
             self.ack_publish(p.qos, p.packet_id, ReasonCode::Success);
             return Ok(());
         }
-        let now = Instant::now();
         let msg = Arc::new(Message {
             expires_at: p
                 .properties
                 .message_expiry_interval
-                .map(|s| now + Duration::from_secs(u64::from(s))),
+                .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
             properties: if self.is_v5() {
                 Message::forwarded_properties(&p.properties)
             } else {
@@ -1146,7 +1170,7 @@ impl Conn {
                 reasons.push(ReasonCode::WildcardSubscriptionsNotSupported);
                 continue;
             }
-            if filter_str.split('/').count() > usize::from(cfg.mqtt.max_topic_levels)
+            if levels(filter_str) > usize::from(cfg.mqtt.max_topic_levels)
                 || filter_str.len() > usize::from(cfg.mqtt.max_topic_length)
             {
                 reasons.push(ReasonCode::TopicFilterInvalid);
@@ -1444,5 +1468,10 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// Configured topic limits (M3): level count and byte length.
 pub(crate) fn topic_within_limits(topic: &str, cfg: &rampart_config::Config) -> bool {
     topic.len() <= usize::from(cfg.mqtt.max_topic_length)
-        && topic.split('/').count() <= usize::from(cfg.mqtt.max_topic_levels)
+        && levels(topic) <= usize::from(cfg.mqtt.max_topic_levels)
+}
+
+/// Number of topic levels: separators + 1 (a byte count, cheaper than splitting).
+pub(crate) fn levels(topic: &str) -> usize {
+    topic.bytes().filter(|b| *b == b'/').count() + 1
 }

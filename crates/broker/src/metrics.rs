@@ -42,6 +42,11 @@ pub struct LocalCounts {
 }
 
 impl LocalCounts {
+    pub fn is_dirty(&self) -> bool {
+        self.messages_received | self.messages_sent | self.bytes_received | self.bytes_sent != 0
+            || self.publish_dropped != 0
+    }
+
     pub fn flush(&mut self, m: &Metrics) {
         Metrics::add(&m.messages_received, self.messages_received);
         Metrics::add(&m.messages_sent, self.messages_sent);

@@ -120,8 +120,7 @@ impl Router {
 
     /// Route a message, adding the store writes it needs to `ctx`.
     pub fn publish_with(&self, msg: &Arc<Message>, ctx: &mut PersistCtx) -> usize {
-        let now = Instant::now();
-        if msg.is_expired(now) {
+        if msg.expires_at.is_some() && msg.is_expired(Instant::now()) {
             return 0;
         }
         let strategy = self.strategy;

@@ -436,7 +436,17 @@ fn h2(cx: &Cx<'_>, out: &mut Vec<Finding>) {
     out.push(f);
 
     let path = "/proc/sys/net/netfilter/nf_conntrack_max";
-    let expected = cx.cfg.mqtt.effective_max_connections(cx.service_nofile());
+    let mut expected = cx.cfg.mqtt.effective_max_connections(cx.service_nofile());
+    // When every listener has its own cap, their sum bounds the total too.
+    let caps: Option<u64> = cx
+        .cfg
+        .listeners
+        .iter()
+        .map(|l| l.max_connections.map(u64::from))
+        .sum();
+    if let Some(sum) = caps {
+        expected = expected.min(u32::try_from(sum).unwrap_or(u32::MAX));
+    }
     let title = "connection-tracking table against the connection cap";
     let want = (u64::from(expected) * 2).next_power_of_two();
     let fix = format!("sysctl -w net.netfilter.nf_conntrack_max={want}; persist it in {SYSCTL_FILE} (packaging/99-rampart.conf)");

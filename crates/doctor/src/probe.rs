@@ -461,6 +461,24 @@ pub fn probe_addr(bind: SocketAddr) -> SocketAddr {
 pub fn probe_config(cfg: &Config, opts: &Options) -> Vec<Finding> {
     let mut out = Vec::new();
     for l in cfg.listeners.iter().filter(|l| l.tls.is_some()) {
+        if l.proxy_protocol {
+            // The listener expects a PROXY header from its load balancers first; a direct
+            // handshake would be refused and read as a broken listener.
+            out.push(
+                Finding::new(
+                    "T1.live_probe",
+                    "T1",
+                    "live TLS handshake",
+                    Status::NotApplicable,
+                    format!(
+                        "{} ({}): PROXY protocol listener: probe it through its load balancer",
+                        l.bind, l.name
+                    ),
+                )
+                .on(&l.name),
+            );
+            continue;
+        }
         let obs = observe(probe_addr(l.bind), opts.probe_timeout);
         out.extend(judge(l, &obs, opts.now));
     }

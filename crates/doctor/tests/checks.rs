@@ -496,3 +496,21 @@ fn authentication_and_acl() {
     assert_eq!(status(&r, "M1.authentication", Some("mqtts")), Status::Pass);
     assert_eq!(status(&r, "M1.brute_force", None), Status::Warn);
 }
+
+#[test]
+fn conntrack_counts_listener_caps() {
+    // 100000 broker-wide, but the only listener takes at most 1000: 65536 entries suffice.
+    let toml = PROD.replace(
+        "bind = \"0.0.0.0:8883\"",
+        "bind = \"0.0.0.0:8883\"\nmax_connections = 1000",
+    );
+    let cfg = config(&format!("{toml}\n[mqtt]\nmax_connections = 100000\n"));
+    let r = rampart_doctor::run(&cfg, &opts("host-bad", Role::Audit));
+    let f = find(&r, "H2.conntrack_max", None);
+    assert_eq!(f.status, Status::Pass, "{}", f.evidence);
+    assert!(
+        f.evidence.contains("connection cap = 1000"),
+        "{}",
+        f.evidence
+    );
+}

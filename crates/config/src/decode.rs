@@ -877,16 +877,18 @@ fn listener(cx: &mut Cx, mut r: Reader, danger: &DangerConfig) -> Option<Decoded
     });
     let proxy_protocol = r.get(cx, "proxy_protocol", false);
     let mut trusted_proxies = Vec::new();
+    let mut bad_proxy = false;
     for p in r.get::<Vec<String>>(cx, "trusted_proxies", Vec::new()) {
         match IpNet::parse(&p) {
             Ok(n) => trusted_proxies.push(n),
             Err(msg) => {
+                bad_proxy = true;
                 let origin = r.origin_of("trusted_proxies");
                 cx.err(&origin, r.path("trusted_proxies"), msg);
             }
         }
     }
-    if proxy_protocol && trusted_proxies.is_empty() && r.has("proxy_protocol") {
+    if proxy_protocol && trusted_proxies.is_empty() && !bad_proxy {
         let origin = r.origin_of("proxy_protocol");
         cx.err(
             &origin,

@@ -138,3 +138,81 @@ pub fn parse_response(resp: &[u8], serial: &[u8]) -> Result<OcspAnswer, String> 
     }
     Err("the OCSP response does not cover this certificate".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::der::{write, GENERALIZED_TIME, INTEGER, OCTET_STRING, SEQUENCE};
+
+    fn response(serial: &[u8], status: &[u8], next: Option<&str>) -> Vec<u8> {
+        let cert_id = write(
+            SEQUENCE,
+            &[
+                write(
+                    SEQUENCE,
+                    &[write(der::OID, SHA1_OID), write(der::NULL, &[])].concat(),
+                ),
+                write(OCTET_STRING, &[1; 20]),
+                write(OCTET_STRING, &[2; 20]),
+                write(INTEGER, serial),
+            ]
+            .concat(),
+        );
+        let mut single = [
+            cert_id,
+            status.to_vec(),
+            write(GENERALIZED_TIME, b"20261130000000Z"),
+        ]
+        .concat();
+        if let Some(n) = next {
+            single.extend(write(0xa0, &write(GENERALIZED_TIME, n.as_bytes())));
+        }
+        let tbs = write(
+            SEQUENCE,
+            &[
+                write(0xa2, &write(OCTET_STRING, &[3; 20])),
+                write(GENERALIZED_TIME, b"20261130000000Z"),
+                write(SEQUENCE, &write(SEQUENCE, &single)),
+            ]
+            .concat(),
+        );
+        let basic = write(
+            SEQUENCE,
+            &[tbs, write(SEQUENCE, &[]), write(0x03, &[0])].concat(),
+        );
+        let bytes = write(
+            SEQUENCE,
+            &[write(der::OID, BASIC_OID), write(OCTET_STRING, &basic)].concat(),
+        );
+        write(
+            SEQUENCE,
+            &[write(der::ENUMERATED, &[0]), write(0xa0, &bytes)].concat(),
+        )
+    }
+
+    #[test]
+    fn good_answer_with_next_update() {
+        let r = response(&[0x20, 0x01], &[0x80, 0x00], Some("20261201000000Z"));
+        let a = parse_response(&r, &[0x20, 0x01]).expect("parse");
+        assert_eq!(a.status, CertStatus::Good);
+        assert_eq!(a.this_update, 1_795_996_800);
+        assert_eq!(a.next_update, Some(1_796_083_200));
+    }
+
+    #[test]
+    fn revoked_other_serial_and_errors() {
+        let revoked = write(0xa1, &write(GENERALIZED_TIME, b"20261101000000Z"));
+        let r = response(&[7], &revoked, None);
+        let a = parse_response(&r, &[7]).expect("parse");
+        assert_eq!((a.status, a.next_update), (CertStatus::Revoked, None));
+        assert!(parse_response(&r, &[8]).is_err());
+        let try_later = write(SEQUENCE, &write(der::ENUMERATED, &[3]));
+        assert!(parse_response(&try_later, &[7])
+            .expect_err("refused")
+            .contains("tryLater"));
+        // Every truncation is an error, never a panic.
+        for n in 0..r.len() {
+            assert!(parse_response(&r[..n], &[7]).is_err());
+        }
+    }
+}

@@ -194,10 +194,17 @@ pub fn start(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
             };
             let mut r = start_once(kind, o, plain)?;
             let first = format!("{e:#}").replace('\n', " ");
-            r.tls_note = Some(format!(
-                "broker does not start with a TLS listener: {}",
-                first.chars().take(300).collect::<String>()
-            ));
+            // The reason without timestamps, so that repeats give the same note.
+            let why = first
+                .split(" log:")
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect::<String>();
+            let said = r.log_warnings(1);
+            let said = said.split_once("WARN").map(|(_, w)| w.trim()).unwrap_or("");
+            r.tls_note = Some(format!("no TLS listener ({why}; broker log: {said})"));
             Ok(r)
         }
         r => r,
@@ -401,6 +408,19 @@ impl Running {
         let s = strip_ansi(&fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default());
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// The last `n` warning or error lines of the broker's log, joined with " / ".
+    pub fn log_warnings(&self, n: usize) -> String {
+        let s = strip_ansi(&fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default());
+        let lines: Vec<&str> = s
+            .lines()
+            .filter(|l| {
+                let u = l.to_ascii_uppercase();
+                u.contains("WARN") || u.contains("ERROR")
+            })
+            .collect();
+        lines[lines.len().saturating_sub(n)..].join(" / ")
     }
 
     /// Some(description) when the broker has exited on its own.

@@ -442,6 +442,21 @@ fn run_one(
         for r in &mut out {
             r.error.get_or_insert_with(|| ex.clone());
         }
+    } else if out.iter().any(|r| r.error.is_some() || !r.note.is_empty()) {
+        // What the broker said about it is the first thing a reader of a failure needs.
+        let said = b.log_warnings(5);
+        if !said.is_empty() {
+            for r in out
+                .iter_mut()
+                .filter(|r| r.error.is_some() || !r.note.is_empty())
+            {
+                if let Some(e) = &mut r.error {
+                    e.push_str(&format!(" [broker log: {said}]"));
+                } else if !r.note.starts_with("skipped") && !r.note.starts_with("offered") {
+                    r.note.push_str(&format!(" [broker log: {said}]"));
+                }
+            }
+        }
     }
     if let Err(e) = b.stop() {
         eprintln!("stop {}: {e:#}", k.name());

@@ -206,11 +206,20 @@ pub fn markdown(sums: &[Summary], brokers: &[String]) -> String {
     o.push('\n');
     for sc in scenarios_in_order(sums) {
         for (label, f) in headline(&sc) {
-            let _ = write!(o, "| {sc} | {label} |");
             let vals: Vec<f64> = brokers
                 .iter()
                 .map(|b| find(sums, &sc, b).map(f).unwrap_or(f64::NAN))
                 .collect();
+            let skipped = brokers.iter().any(|b| {
+                find(sums, &sc, b).is_some_and(|s| {
+                    s.failures > 0 || s.notes.iter().any(|n| n.starts_with("skipped"))
+                })
+            });
+            if !skipped && vals.iter().all(|v| !v.is_finite()) {
+                // A metric this scenario does not produce (latency of a queue drain, say).
+                continue;
+            }
+            let _ = write!(o, "| {sc} | {label} |");
             for (b, v) in brokers.iter().zip(&vals) {
                 let cell = match find(sums, &sc, b) {
                     Some(s) if s.failures == s.runs && s.runs > 0 => "failed".to_string(),

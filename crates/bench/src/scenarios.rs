@@ -723,9 +723,11 @@ async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record
     rec.duration_s = elapsed;
     rec.connections = 2;
     let offered = (sent - window_sent) as f64 / elapsed;
-    rec.note = format!("offered {offered:.0} msg/s");
+    if offered < rate as f64 * 0.98 {
+        rec.note = format!("offered only {offered:.0} msg/s (the tool fell behind)");
+    }
     if let Some(e) = sh.first_error() {
-        rec.note.push_str(&format!("; error: {e}"));
+        rec.error = Some(e);
     }
     Ok(rec)
 }
@@ -829,7 +831,6 @@ async fn connect(t: &Target, p: &Params) -> Result<Vec<Record>> {
         rec.rss_kb = rss;
         rec.connections = keep.len() as u64;
         rec.bytes_per_conn = (rss.saturating_sub(base) as f64 * 1024.0) / keep.len() as f64;
-        rec.note = format!("baseline RSS {base} KiB");
         out.push(rec);
     }
     // Close quickly and without waiting on the broker.

@@ -1,0 +1,430 @@
+//! JWT (HMAC, RSA, RSA-PSS, ECDSA; key file and JWKS endpoint) and HTTP backends against
+//! local servers on 127.0.0.1:0 inside the test.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rampart_auth::{Action, Decision, DenyKind, Request};
+use rampart_codec::ReasonCode;
+use serde_json::{json, Value};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
+
+fn keys_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/keys")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: Value) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&h, &claims, key).expect("sign")
+}
+
+fn hs(claims: Value) -> String {
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        None,
+        claims,
+    )
+}
+
+async fn serve(app: Router) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    port
+}
+
+async fn try_login(
+    svc: &rampart_auth::AuthService,
+    user: Option<&str>,
+    token: &str,
+) -> rampart_auth::AuthResult {
+    login(svc, &conn("192.0.2.20:1"), user, Some(token)).await
+}
+
+fn jwt_hs_service(extra: &str) -> rampart_auth::AuthService {
+    service(
+        &format!(
+            "[[auth.backends]]\nname = \"jwt\"\nkind = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\nissuer = \"rampart-tests\"\naudience = \"mqtt\"\nleeway_secs = 0\nsuperuser_claim = \"su\"\n{extra}"
+        ),
+        None,
+    )
+}
+
+#[tokio::test]
+async fn jwt_hmac_claims_and_checks() {
+    let svc = jwt_hs_service("");
+    let good = json!({"sub": "dev-1", "iss": "rampart-tests", "aud": "mqtt", "exp": now() + 600,
+                      "acl": ["allow publish dev/${username}/#", {"permission": "allow", "action": "subscribe", "topic": "cmd/dev-1"}]});
+    let id = allowed(try_login(&svc, Some("dev-1"), &hs(good.clone())).await);
+    assert_eq!(id.username.as_deref(), Some("dev-1"));
+    assert_eq!(id.backend, "jwt");
+    let exp = id.expires_at.expect("exp carried");
+    assert!(exp > SystemTime::now() + Duration::from_secs(500));
+    assert_eq!(
+        svc.authorize(
+            &id,
+            &Request {
+                action: Action::Publish,
+                topic: "dev/dev-1/t",
+                qos: 1,
+                retain: false
+            }
+        ),
+        Decision::Allow
+    );
+    assert_eq!(
+        svc.authorize(
+            &id,
+            &Request {
+                action: Action::Subscribe,
+                topic: "cmd/dev-1",
+                qos: 1,
+                retain: false
+            }
+        ),
+        Decision::Allow
+    );
+    assert!(!id.superuser);
+    // No username in CONNECT: the subject is the username.
+    let id = allowed(try_login(&svc, None, &hs(good.clone())).await);
+    assert_eq!(id.username.as_deref(), Some("dev-1"));
+
+    let mut su = good.clone();
+    su["su"] = json!(true);
+    assert!(allowed(try_login(&svc, None, &hs(su)).await).superuser);
+
+    let bad = |patch: Value| {
+        let mut c = good.clone();
+        for (k, v) in patch.as_object().expect("obj") {
+            if v.is_null() {
+                c.as_object_mut().expect("obj").remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        hs(c)
+    };
+    for (what, token) in [
+        ("expired", bad(json!({"exp": now() - 10}))),
+        ("not yet valid", bad(json!({"nbf": now() + 600}))),
+        ("wrong issuer", bad(json!({"iss": "elsewhere"}))),
+        ("wrong audience", bad(json!({"aud": "web"}))),
+        ("no exp", bad(json!({"exp": null}))),
+        ("bad acl claim", bad(json!({"acl": ["allow jump x"]}))),
+    ] {
+        let r = try_login(&svc, Some("dev-1"), &token).await;
+        let d = denied(r);
+        assert!(
+            matches!(d.kind, DenyKind::BadCredentials | DenyKind::BackendError),
+            "{what}: {d:?}"
+        );
+    }
+    // Username that disagrees with the subject.
+    denied(try_login(&svc, Some("dev-2"), &hs(good.clone())).await);
+    // Wrong key.
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another secret of enough length!!"),
+        None,
+        good.clone(),
+    );
+    assert_eq!(
+        denied(try_login(&svc, Some("dev-1"), &forged).await).reason,
+        ReasonCode::BadUserNameOrPassword
+    );
+    // alg none.
+    use base64::Engine;
+    let signed = hs(good.clone());
+    let payload = signed.split('.').nth(1).expect("payload");
+    let none_header =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let unsigned = format!("{none_header}.{payload}.");
+    denied(try_login(&svc, Some("dev-1"), &unsigned).await);
+    // A password that is not a JWT: the backend does not answer; nobody else does either.
+    assert_eq!(
+        denied(try_login(&svc, Some("dev-1"), "hunter2").await).kind,
+        DenyKind::BadCredentials
+    );
+}
+
+#[tokio::test]
+async fn jwt_rsa_pss_and_ecdsa_from_key_files() {
+    let dir = keys_dir();
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(dir.join("rsa.key")).expect("rsa"))
+        .expect("rsa key");
+    let ec =
+        EncodingKey::from_ec_pem(&std::fs::read(dir.join("ec.key")).expect("ec")).expect("ec key");
+    let claims = json!({"sub": "d", "exp": now() + 60});
+    let mk = |algs: &str, key: &str| {
+        service(
+            &format!(
+                "[[auth.backends]]\nname = \"jwt\"\nkind = \"jwt\"\nalgorithms = [{algs}]\npublic_key_file = \"{}\"\n",
+                dir.join(key).display()
+            ),
+            None,
+        )
+    };
+    let svc = mk("\"RS256\", \"PS256\"", "rsa.pub");
+    allowed(
+        try_login(
+            &svc,
+            None,
+            &sign(Algorithm::RS256, &rsa, None, claims.clone()),
+        )
+        .await,
+    );
+    allowed(
+        try_login(
+            &svc,
+            None,
+            &sign(Algorithm::PS256, &rsa, None, claims.clone()),
+        )
+        .await,
+    );
+    // An algorithm the backend does not accept.
+    denied(
+        try_login(
+            &svc,
+            None,
+            &sign(Algorithm::RS384, &rsa, None, claims.clone()),
+        )
+        .await,
+    );
+    // An HMAC token "signed" with the public key (algorithm confusion) is refused.
+    let pubkey = std::fs::read(dir.join("rsa.pub")).expect("pub");
+    let confused = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&pubkey),
+        None,
+        claims.clone(),
+    );
+    denied(try_login(&svc, None, &confused).await);
+
+    let svc = mk("\"ES256\"", "ec.pub");
+    allowed(
+        try_login(
+            &svc,
+            None,
+            &sign(Algorithm::ES256, &ec, None, claims.clone()),
+        )
+        .await,
+    );
+    denied(try_login(&svc, None, &sign(Algorithm::RS256, &rsa, None, claims)).await);
+}
+
+#[tokio::test]
+async fn jwt_jwks_endpoint_refresh_down_and_slow() {
+    let dir = keys_dir();
+    let rsa =
+        EncodingKey::from_rsa_pem(&std::fs::read(dir.join("rsa.key")).expect("rsa")).expect("key");
+    let jwks: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("jwks.json")).expect("jwks")).expect("json");
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let f2 = fetches.clone();
+    let app = Router::new()
+        .route(
+            "/jwks",
+            get(move || {
+                let jwks = jwks.clone();
+                let f = f2.clone();
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    Json(jwks)
+                }
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "{}"
+            }),
+        );
+    let port = serve(app).await;
+    let mk = |path: &str, extra: &str| {
+        service(
+            &format!(
+                "[[auth.backends]]\nname = \"jwks\"\nkind = \"jwt\"\nalgorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:{port}{path}\"\ntimeout_ms = 500\n{extra}"
+            ),
+            None,
+        )
+    };
+    let claims = json!({"sub": "d", "exp": now() + 60});
+    let svc = mk("/jwks", "");
+    let token = sign(Algorithm::RS256, &rsa, Some("test-rsa"), claims.clone());
+    allowed(try_login(&svc, None, &token).await);
+    allowed(try_login(&svc, None, &token).await);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "the key set is cached");
+    // An unknown kid: denied, and it cannot make us refetch more than once per 10 s.
+    let unknown = sign(Algorithm::RS256, &rsa, Some("other"), claims.clone());
+    denied(try_login(&svc, None, &unknown).await);
+    denied(try_login(&svc, None, &unknown).await);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+    // JWKS endpoint down: fail closed, counted.
+    let dead = dead_port();
+    let svc = service(
+        &format!("[[auth.backends]]\nname = \"jwks\"\nkind = \"jwt\"\nalgorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:{dead}/jwks\"\n"),
+        None,
+    );
+    assert_eq!(
+        denied(try_login(&svc, None, &token).await).kind,
+        DenyKind::BackendError
+    );
+    assert_eq!(svc.backend_stats()[0].errors, 1);
+
+    // JWKS endpoint slow: the backend timeout denies.
+    let svc = mk("/slow", "");
+    let t = std::time::Instant::now();
+    assert_eq!(
+        denied(try_login(&svc, None, &token).await).kind,
+        DenyKind::Timeout
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(svc.backend_stats()[0].timeouts, 1);
+}
+
+async fn auth_server() -> u16 {
+    let app = Router::new().route(
+        "/auth",
+        post(|Json(body): Json<Value>| async move {
+            let user = body["username"].as_str().unwrap_or("");
+            let pw = body["password"].as_str().unwrap_or("");
+            match (user, pw) {
+                ("alice", "a-pw") => (
+                    axum::http::StatusCode::OK,
+                    Json(json!({"result": "allow", "is_superuser": false,
+                                "acl": ["allow publish http/${username}/#"]})),
+                ),
+                ("root", "r-pw") => (
+                    axum::http::StatusCode::OK,
+                    Json(json!({"result": "allow", "is_superuser": true})),
+                ),
+                ("alice", _) => (axum::http::StatusCode::OK, Json(json!({"result": "deny"}))),
+                ("slow", _) => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    (axum::http::StatusCode::OK, Json(json!({"result": "allow"})))
+                }
+                ("broken", _) => (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({})),
+                ),
+                ("forbidden", _) => (axum::http::StatusCode::FORBIDDEN, Json(json!({}))),
+                _ => (
+                    axum::http::StatusCode::OK,
+                    Json(json!({"result": "ignore"})),
+                ),
+            }
+        }),
+    );
+    serve(app).await
+}
+
+#[tokio::test]
+async fn http_allow_deny_unknown_down_slow() {
+    let port = auth_server().await;
+    let svc = service(
+        &format!("[[auth.backends]]\nname = \"http\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/auth\"\ntimeout_ms = 500\n"),
+        None,
+    );
+    let c = conn("192.0.2.21:1");
+    let id = allowed(login(&svc, &c, Some("alice"), Some("a-pw")).await);
+    assert!(!id.superuser);
+    assert_eq!(
+        svc.authorize(
+            &id,
+            &Request {
+                action: Action::Publish,
+                topic: "http/alice/x",
+                qos: 0,
+                retain: false
+            }
+        ),
+        Decision::Allow
+    );
+    assert!(allowed(login(&svc, &c, Some("root"), Some("r-pw")).await).superuser);
+    assert_eq!(
+        denied(login(&svc, &c, Some("alice"), Some("bad")).await).kind,
+        DenyKind::BadCredentials
+    );
+    assert_eq!(
+        denied(login(&svc, &c, Some("forbidden"), Some("x")).await).kind,
+        DenyKind::BadCredentials
+    );
+    // "ignore" from the only backend: unknown user.
+    assert_eq!(
+        denied(login(&svc, &c, Some("nobody"), Some("x")).await).kind,
+        DenyKind::BadCredentials
+    );
+    assert_eq!(
+        denied(login(&svc, &c, Some("broken"), Some("x")).await).kind,
+        DenyKind::BackendError
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(
+        denied(login(&svc, &c, Some("slow"), Some("x")).await).kind,
+        DenyKind::Timeout
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    let dead = dead_port();
+    let svc = service(
+        &format!("[[auth.backends]]\nname = \"http\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{dead}/auth\"\n"),
+        None,
+    );
+    assert_eq!(
+        denied(login(&svc, &c, Some("alice"), Some("a-pw")).await).kind,
+        DenyKind::BackendError
+    );
+}
+
+#[tokio::test]
+async fn http_get_with_templated_params() {
+    let app = Router::new().route(
+        "/q",
+        get(
+            |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| async move {
+                let ok = q.get("u").map(String::as_str) == Some("we ird&user=x")
+                    && q.get("c").map(String::as_str) == Some("cid-1")
+                    && q.get("ip").map(String::as_str) == Some("192.0.2.22")
+                    && q.get("cn").map(String::as_str) == Some("cn-1");
+                Json(json!({"result": if ok { "allow" } else { "deny" }}))
+            },
+        ),
+    );
+    let port = serve(app).await;
+    let svc = service(
+        &format!(
+            "[[auth.backends]]\nname = \"http\"\nkind = \"http\"\nmethod = \"GET\"\nurl = \"http://127.0.0.1:{port}/q\"\nparams = {{ u = \"${{username}}\", c = \"${{clientid}}\", ip = \"${{peerhost}}\", cn = \"${{cert_common_name}}\" }}\n"
+        ),
+        None,
+    );
+    let c = tls_conn("192.0.2.22:1", "cn-1");
+    let r = svc
+        .authenticate(&req(&c, "cid-1", Some("we ird&user=x"), Some(b"pw")))
+        .await;
+    allowed(r);
+}

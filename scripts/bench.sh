@@ -9,6 +9,7 @@
 #        SCENARIOS  (default all)
 #        REPEAT     (default 3; medians are shown)
 #        NO_DOC=1   do not touch BENCHMARKS.md
+#        RAMPART_BIN=path  use this Rampart binary instead of building one
 # Example: REPEAT=1 SCENARIOS=fanin-q0,latency-20k scripts/bench.sh --duration 2
 set -euo pipefail
 
@@ -22,8 +23,15 @@ unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
 
 apt_ensure mosquitto openssl util-linux
 
-log "building rampart and rampart-bench (release)"
-cargo build --release -q -p rampart -p rampart-bench
+rampart_bin="${RAMPART_BIN:-}"
+if [ -n "$rampart_bin" ]; then
+    log "building rampart-bench (release); Rampart from RAMPART_BIN=$rampart_bin"
+    cargo build --release -q -p rampart-bench
+else
+    log "building rampart and rampart-bench (release)"
+    cargo build --release -q -p rampart -p rampart-bench
+    rampart_bin=target/release/rampart
+fi
 
 brokers="${BROKERS:-rampart,mosquitto}"
 if [ -z "${BROKERS:-}" ] && have rumqttd; then
@@ -51,5 +59,5 @@ if [ "${NO_DOC:-0}" = 1 ]; then doc=(); fi
 log "comparing $brokers on $scenarios, $repeat repeat(s); raw results in $out"
 target/release/rampart-bench compare \
     --brokers "$brokers" --scenarios "$scenarios" --repeat "$repeat" "${pin[@]}" \
-    --rampart-bin target/release/rampart --json-out "$out" "${doc[@]}" \
-    --note "Rampart built from commit $(git describe --always --dirty 2>/dev/null || echo unknown)" "$@"
+    --rampart-bin "$rampart_bin" --json-out "$out" "${doc[@]}" \
+    --note "Rampart: $rampart_bin, tree at commit $(git describe --always --dirty 2>/dev/null || echo unknown)" "$@"

@@ -165,7 +165,7 @@ pub fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .arg("ec_paramgen_curve:prime256v1")
-        .args(["-nodes", "-days", "7", "-subj", "/CN=localhost"])
+        .args(["-nodes", "-days", "365", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         .arg("-keyout")
         .arg(&key)
@@ -180,7 +180,16 @@ pub fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    // A hardened broker rightly complains about a private key readable by others.
+    private(&key)?;
     Ok((cert, key))
+}
+
+/// Owner-only permissions (0600) for generated configs and keys.
+fn private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))
 }
 
 /// Starts the broker; when it will not start with a TLS listener (not implemented yet, say), it
@@ -297,6 +306,7 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
             }
             let conf = dir.join("rampart.toml");
             fs::write(&conf, conf_text)?;
+            private(&conf)?;
             (
                 o.rampart_bin.display().to_string(),
                 vec![

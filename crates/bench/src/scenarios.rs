@@ -976,3 +976,186 @@ pub fn parse_list(s: &str) -> Result<Vec<String>> {
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    type Subs = Arc<std::sync::Mutex<Vec<mpsc::UnboundedSender<Vec<u8>>>>>;
+
+    /// A toy broker for the harness's own tests: every subscriber gets every PUBLISH, QoS 1
+    /// publishes are acknowledged at once. Just enough to exercise the scenarios end to end.
+    async fn toy_broker() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let subs: Subs = Arc::default();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(toy_conn(s, subs.clone()));
+            }
+        });
+        addr
+    }
+
+    async fn toy_conn(s: tokio::net::TcpStream, subs: Subs) {
+        let (mut rd, mut wr) = s.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let mut at = 0;
+            while let Some((len, hl)) = buf.get(at + 1..).and_then(read_len) {
+                let total = 1 + hl + len;
+                if buf.len() < at + total {
+                    break;
+                }
+                let pkt = &buf[at..at + total];
+                let body = &pkt[1 + hl..];
+                match pkt[0] >> 4 {
+                    mqtt::CONNECT => {
+                        let _ = tx.send(vec![0x20, 2, 0, 0]);
+                    }
+                    8 => {
+                        let _ = tx.send(vec![0x90, 3, body[0], body[1], 1]);
+                        if let Ok(mut g) = subs.lock() {
+                            g.push(tx.clone());
+                        }
+                    }
+                    mqtt::PUBLISH => {
+                        if (pkt[0] >> 1) & 3 == 1 {
+                            let tl = u16::from_be_bytes([body[0], body[1]]) as usize;
+                            let id = &body[2 + tl..4 + tl];
+                            let _ = tx.send(vec![0x40, 2, id[0], id[1]]);
+                        }
+                        if let Ok(g) = subs.lock() {
+                            for s in g.iter() {
+                                let _ = s.send(pkt.to_vec());
+                            }
+                        }
+                    }
+                    14 => return,
+                    _ => {}
+                }
+                at += total;
+            }
+            buf.drain(..at);
+        }
+    }
+
+    fn read_len(b: &[u8]) -> Option<(usize, usize)> {
+        let mut v = 0usize;
+        for (i, byte) in b.iter().take(4).enumerate() {
+            v |= ((byte & 0x7f) as usize) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some((v, i + 1));
+            }
+        }
+        None
+    }
+
+    fn params() -> Params {
+        Params {
+            version: Version::V4,
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(300),
+            payload: 64,
+            window: 1000,
+            min_ahead: 32,
+            offline_msgs: 1000,
+            inflight: 100,
+            batch: 64,
+            publishers: 2,
+            connections: 50,
+            idle_max: 60,
+            connect_concurrency: 8,
+            tls_concurrency: 2,
+            tls: None,
+            read_buf: 64 * 1024,
+            // The toy broker listens on 127.0.0.1 only, like the real runs; keep the default
+            // source address so that the test does not depend on 127.0.0.x being routable.
+            source_addrs: 0,
+        }
+    }
+
+    async fn target() -> Target {
+        Target {
+            broker: "toy".into(),
+            addr: toy_broker().await,
+            tls_addr: None,
+            tls_note: None,
+            pid: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn fan_in_delivers_everything_at_qos_0_and_1() {
+        for name in ["fanin-q0", "fanin-q1"] {
+            let t = target().await;
+            let recs = tokio::time::timeout(Duration::from_secs(30), run(name, &t, &params()))
+                .await
+                .expect("bounded")
+                .expect("runs");
+            let r = &recs[0];
+            assert!(r.error.is_none(), "{r:?}");
+            assert!(r.msgs_per_sec > 0.0, "{r:?}");
+            assert_eq!(r.lost, 0, "{r:?}");
+            assert_eq!(r.sent, r.received, "{r:?}");
+            assert!(r.p50_us.is_finite() && r.p50_us <= r.p99_us, "{r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fixed_rate_latency_sends_the_offered_rate() {
+        let t = target().await;
+        let recs = tokio::time::timeout(Duration::from_secs(30), run("latency-5k", &t, &params()))
+            .await
+            .expect("bounded")
+            .expect("runs");
+        let r = &recs[0];
+        assert!(r.error.is_none(), "{r:?}");
+        // 5,000 msg/s for 0.4 s in all, give or take a timer tick.
+        assert!((1500..=2100).contains(&r.sent), "{r:?}");
+        assert_eq!(r.lost, 0, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_scenario_holds_the_connections() {
+        let t = target().await;
+        let recs = tokio::time::timeout(Duration::from_secs(30), run("connect", &t, &params()))
+            .await
+            .expect("bounded")
+            .expect("runs");
+        let names: Vec<&str> = recs.iter().map(|r| r.scenario.as_str()).collect();
+        assert_eq!(names, ["connect-50", "idle-50", "idle-60"]);
+        assert_eq!(recs[0].connections, 50);
+        assert_eq!(recs[2].connections, 60);
+    }
+
+    #[tokio::test]
+    async fn tls_scenarios_skip_without_a_tls_listener() {
+        let t = target().await;
+        let recs = run("tls-handshake", &t, &params()).await.expect("runs");
+        assert!(recs[0].note.starts_with("skipped"), "{:?}", recs[0]);
+    }
+
+    #[test]
+    fn scenario_lists_are_validated() {
+        assert_eq!(parse_list("all").expect("all").len(), ALL.len());
+        assert!(parse_list("fanin-q0,nope").is_err());
+    }
+}

@@ -276,14 +276,42 @@ async fn redis_backend() {
             .await
             .expect("hset");
     }
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}_acl:alice"))
+        .arg("redis/${username}/#")
+        .arg("publish")
+        .arg("cmd/alice")
+        .arg("subscribe")
+        .query_async(&mut con)
+        .await
+        .expect("hset acl");
     let svc = service(
         &format!(
-            "{CHEAP_HASH}[[auth.backends]]\nname = \"r\"\nkind = \"redis\"\nurl = \"{url}\"\ncommand = \"HMGET {prefix}:${{username}} password_hash is_superuser\"\n"
+            "{CHEAP_HASH}[[auth.backends]]\nname = \"r\"\nkind = \"redis\"\nurl = \"{url}\"\ncommand = \"HMGET {prefix}:${{username}} password_hash is_superuser\"\nacl_command = \"HGETALL {prefix}_acl:${{username}}\"\n"
         ),
         None,
     );
     let c = conn("192.0.2.33:1");
-    assert!(!allowed(login(&svc, &c, Some("alice"), Some("a-pw")).await).superuser);
+    let alice = allowed(login(&svc, &c, Some("alice"), Some("a-pw")).await);
+    assert!(!alice.superuser);
+    let r = |action, topic| Request {
+        action,
+        topic,
+        qos: 0,
+        retain: false,
+    };
+    assert_eq!(
+        svc.authorize(&alice, &r(Action::Publish, "redis/alice/x")),
+        Decision::Allow
+    );
+    assert_eq!(
+        svc.authorize(&alice, &r(Action::Subscribe, "cmd/alice")),
+        Decision::Allow
+    );
+    assert_eq!(
+        svc.authorize(&alice, &r(Action::Publish, "cmd/alice")),
+        Decision::Deny
+    );
     assert!(allowed(login(&svc, &c, Some("root"), Some("r-pw")).await).superuser);
     assert_eq!(
         denied(login(&svc, &c, Some("alice"), Some("no")).await).kind,

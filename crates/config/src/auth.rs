@@ -283,6 +283,9 @@ pub struct RedisConfig {
     /// Default `HMGET mqtt_user:${username} password_hash is_superuser`. The reply is
     /// [hash, superuser-flag]; a missing hash is "unknown user".
     pub command: String,
+    /// Optional: a command whose reply is a hash of topic -> action ("publish", "subscribe"
+    /// or "all"), each an allow rule for this client, e.g. `HGETALL mqtt_acl:${username}`.
+    pub acl_command: Option<String>,
 }
 
 /// `kind = "ldap"`.

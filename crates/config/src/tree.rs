@@ -53,14 +53,21 @@ impl Kind {
 }
 
 /// Keeps echoed values short so that a huge value cannot flood the error output.
+/// Control characters are escaped so that every error stays on one line.
 pub(crate) fn clip(s: &str) -> String {
     const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}...")
+    let mut out = String::new();
+    for c in s.chars().take(MAX) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    if s.chars().count() > MAX {
+        out.push_str("...");
+    }
+    out
 }
 
 #[derive(Debug, Clone)]

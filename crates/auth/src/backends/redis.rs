@@ -3,7 +3,8 @@
 //! argument, so a username with spaces stays one argument (no command injection).
 //!
 //! Reply: an array [hash, superuser] (superuser "1"/"true"), or a single string hash. A nil
-//! hash is "unknown user".
+//! hash is "unknown user". The optional `acl_command` (e.g. `HGETALL mqtt_acl:${username}`)
+//! answers topic -> action pairs, each an allow rule for this client.
 
 use rampart_config::RedisConfig;
 use redis::aio::MultiplexedConnection;
@@ -11,11 +12,40 @@ use redis::Value;
 use tokio::sync::Mutex;
 
 use super::{fill, verify, Answer, Grant, Shared};
+use crate::acl::AclRule;
 use crate::ConnectRequest;
+
+/// Rules read from one `acl_command` reply at most.
+const MAX_ACL_ENTRIES: usize = 1000;
+
+/// A hash reply (RESP2: flat [k1, v1, k2, v2, ..]; RESP3: a map) of topic -> action.
+fn acl_rules(v: &Value) -> Result<Vec<AclRule>, String> {
+    let pairs: Vec<(String, String)> = match v {
+        Value::Nil => Vec::new(),
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
+            .collect(),
+        Value::Map(items) => items
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        _ => return Err("acl_command: expected a hash reply".to_string()),
+    };
+    pairs
+        .iter()
+        .take(MAX_ACL_ENTRIES)
+        .map(|(topic, action)| {
+            AclRule::from_parts("allow", action, topic, "redis acl_command".to_string())
+                .map_err(|e| format!("acl_command: bad rule: {e}"))
+        })
+        .collect()
+}
 
 pub(crate) struct RedisBackend {
     client: redis::Client,
     args: Vec<String>,
+    acl_args: Option<Vec<String>>,
     /// One multiplexed connection, reconnected after an error.
     conn: Mutex<Option<MultiplexedConnection>>,
     shared: Shared,
@@ -38,6 +68,10 @@ impl RedisBackend {
         Ok(RedisBackend {
             client,
             args: c.command.split_whitespace().map(str::to_string).collect(),
+            acl_args: c
+                .acl_command
+                .as_ref()
+                .map(|a| a.split_whitespace().map(str::to_string).collect()),
             conn: Mutex::new(None),
             shared: shared.clone(),
         })
@@ -100,9 +134,17 @@ impl RedisBackend {
         if !ok {
             return Ok(Answer::Deny);
         }
+        let acl = match &self.acl_args {
+            Some(a) if !a.is_empty() => {
+                let args: Vec<String> = a.iter().map(|x| fill(x, req)).collect();
+                acl_rules(&self.run(&args).await?)?
+            }
+            _ => Vec::new(),
+        };
         Ok(Answer::Allow(Grant {
             username: Some(user.to_string()),
             superuser,
+            acl,
             ..Grant::default()
         }))
     }

@@ -436,7 +436,12 @@ fn redis(cx: &mut Cx, r: &mut Reader) -> Option<RedisConfig> {
             "expected a command and its arguments".to_string(),
         );
     }
-    Some(RedisConfig { url: url?, command })
+    let acl_command = r.opt::<String>(cx, "acl_command");
+    Some(RedisConfig {
+        url: url?,
+        command,
+        acl_command,
+    })
 }
 
 fn ldap(cx: &mut Cx, r: &mut Reader) -> Option<LdapConfig> {

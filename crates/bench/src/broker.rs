@@ -93,7 +93,7 @@ receive_maximum = 1000
 max_queued_messages = 100000
 # Above the 19,000 idle connections of the connect scenario (the derived default is the
 # open-file limit minus 5%, which is just below it on a 20,000-file machine).
-max_connections = 19990
+max_connections = 19500
 
 [storage]
 backend = "{storage}"
@@ -211,7 +211,7 @@ pub fn start(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
                 .chars()
                 .take(200)
                 .collect::<String>();
-            let said = r.log_warnings(1);
+            let said = r.log_matching(0, "tls", 1);
             let said = said.split_once("WARN").map(|(_, w)| w.trim()).unwrap_or("");
             r.tls_note = Some(format!("no TLS listener ({why}; broker log: {said})"));
             Ok(r)
@@ -420,14 +420,30 @@ impl Running {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    /// The last `n` warning or error lines of the broker's log, joined with " / ".
-    pub fn log_warnings(&self, n: usize) -> String {
-        let s = strip_ansi(&fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default());
+    /// Bytes of log written so far (start-up chatter), to look only at what follows.
+    pub fn log_len(&self) -> u64 {
+        fs::metadata(self.dir.join("broker.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// The last `n` warning or error lines of the broker's log after byte `from`, joined with
+    /// " / ".
+    pub fn log_warnings(&self, from: u64, n: usize) -> String {
+        self.log_matching(from, "", n)
+    }
+
+    /// Like `log_warnings`, keeping only lines that contain `needle` (any case).
+    pub fn log_matching(&self, from: u64, needle: &str, n: usize) -> String {
+        let needle = needle.to_ascii_uppercase();
+        let raw = fs::read(self.dir.join("broker.log")).unwrap_or_default();
+        let tail = raw.get(from as usize..).unwrap_or_default();
+        let s = strip_ansi(&String::from_utf8_lossy(tail));
         let lines: Vec<&str> = s
             .lines()
             .filter(|l| {
                 let u = l.to_ascii_uppercase();
-                u.contains("WARN") || u.contains("ERROR")
+                (u.contains("WARN") || u.contains("ERROR")) && u.contains(&needle)
             })
             .collect();
         lines[lines.len().saturating_sub(n)..].join(" / ")

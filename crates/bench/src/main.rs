@@ -428,6 +428,7 @@ fn run_one(
         tls_note: b.tls_note.clone(),
         pid: Some(b.pid),
     };
+    let log_from = b.log_len();
     let res = run_scenario(rt, sc, &t, p);
     let mut out = match res {
         Ok(Ok(v)) => v,
@@ -444,7 +445,7 @@ fn run_one(
         }
     } else if out.iter().any(|r| r.error.is_some() || !r.note.is_empty()) {
         // What the broker said about it is the first thing a reader of a failure needs.
-        let said = b.log_warnings(5);
+        let said = b.log_warnings(log_from, 5);
         if !said.is_empty() {
             for r in out
                 .iter_mut()

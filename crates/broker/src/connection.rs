@@ -124,7 +124,7 @@ pub async fn serve_connection<S>(
         }
     };
 
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let mut conn = match Conn::accept(&router, *connect, peer, control_tx, &mut wr).await {
         Some(c) => c,
         None => return,
@@ -134,13 +134,16 @@ pub async fn serve_connection<S>(
         .clients_connected
         .fetch_add(1, Ordering::Relaxed);
     let close = conn
-        .run(&mut rd, &mut wr, rbuf, control_rx, &mut shutdown)
+        .run(&mut rd, &mut wr, rbuf, &mut control_rx, &mut shutdown)
         .await;
     router
         .metrics
         .clients_connected
         .fetch_sub(1, Ordering::Relaxed);
     conn.finish(close, &mut wr).await;
+    // Kept open until the session is parked: a newcomer that asked to take over while we
+    // were finishing learns we are done when this closes, and finds the session parked.
+    drop(control_rx);
 }
 
 /// Protocol level of a (possibly malformed) CONNECT at the front of `buf`, if readable.
@@ -348,11 +351,12 @@ impl Conn {
                             done: tx,
                         })
                         .is_ok();
+                    // Ok(Ok) when it parked the session for us; Ok(Err) when it ended on its
+                    // own (and detached first); a timeout means it is stuck.
                     let answered = sent
-                        && matches!(
-                            tokio::time::timeout(Duration::from_secs(5), rx).await,
-                            Ok(Ok(()))
-                        );
+                        && tokio::time::timeout(Duration::from_secs(5), rx)
+                            .await
+                            .is_ok();
                     if !answered {
                         // The old task is gone or stuck: detach it by force.
                         let mut slot = session.slot.lock();
@@ -578,7 +582,11 @@ impl Conn {
         now: Option<Instant>,
     ) -> bool {
         // Fast path: the message's shared encoding, with flags and packet id patched in.
-        if d.subscription_ids.is_empty() && d.msg.expires_at.is_none() {
+        // Worth it only when other deliveries of the message are still pending.
+        if d.subscription_ids.is_empty()
+            && d.msg.expires_at.is_none()
+            && Arc::strong_count(&d.msg) > 1
+        {
             let with_id = d.qos != QoS::AtMostOnce;
             if let Some(enc) = d.msg.encoded(self.is_v5(), with_id) {
                 if self.is_v5() && enc.len() > self.client_max_packet as usize {
@@ -717,7 +725,7 @@ impl Conn {
         rd: &mut R,
         wr: &mut W,
         mut rbuf: BytesMut,
-        mut control: mpsc::UnboundedReceiver<Control>,
+        control: &mut mpsc::UnboundedReceiver<Control>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Close
     where
@@ -1194,6 +1202,8 @@ impl Conn {
                     subscription_id: sub_id,
                 },
             );
+            // Before the index sees it, so a racing publish merges rather than duplicates.
+            self.session.set_plain_subscriptions(&self.state);
             self.router.subs.subscribe(
                 &parsed.filter,
                 group.as_deref(),
@@ -1264,6 +1274,7 @@ impl Conn {
                             group.as_deref(),
                             &self.state.client_id,
                         );
+                        self.session.set_plain_subscriptions(&self.state);
                     }
                     reasons.push(if existed {
                         ReasonCode::Success

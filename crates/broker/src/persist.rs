@@ -244,6 +244,7 @@ pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
                 },
             );
         }
+        shared.set_plain_subscriptions(&state);
         for id in &s.inbound_qos2 {
             state.inbound_qos2.insert(*id);
         }

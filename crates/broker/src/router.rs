@@ -133,10 +133,28 @@ impl Router {
                 Err(_) => return,
             };
             targets.clear();
+            // Both callbacks deliver; they run one at a time under the index's read lock.
+            let ctx_cell = RefCell::new(&mut *ctx);
+            let delivered_cell = std::cell::Cell::new(0usize);
             self.subs.for_each_match_all(
                 &msg.topic,
                 |client, entry| {
                     if entry.options.no_local && msg.publisher.as_deref() == Some(&**client) {
+                        return;
+                    }
+                    if entry.session.plain_subscriptions.load(Ordering::Relaxed) <= 1 {
+                        // Cannot match twice: deliver now, no merge.
+                        if self.deliver(
+                            &entry.session,
+                            msg,
+                            msg.qos.min(entry.options.qos),
+                            entry.options.retain_as_published && msg.retain,
+                            entry.subscription_id.into_iter().collect(),
+                            None,
+                            &mut ctx_cell.borrow_mut(),
+                        ) {
+                            delivered_cell.set(delivered_cell.get() + 1);
+                        }
                         return;
                     }
                     targets.push(Target {
@@ -160,13 +178,15 @@ impl Router {
                             entry.options.retain_as_published && msg.retain,
                             entry.subscription_id.into_iter().collect(),
                             Some(group.group_arc().clone()),
-                            ctx,
+                            &mut ctx_cell.borrow_mut(),
                         ) {
-                            delivered += 1;
+                            delivered_cell.set(delivered_cell.get() + 1);
                         }
                     }
                 },
             );
+            delivered += delivered_cell.get();
+            drop(ctx_cell);
             // Overlapping subscriptions of one session become one delivery at the highest
             // granted QoS carrying every subscription identifier ([MQTT-3.3.4-2], [MQTT-3.3.4-3]).
             if targets.len() > 1 {
@@ -339,6 +359,9 @@ impl Router {
                     .unsubscribe(&parsed.filter, group.as_deref(), &session.client_id);
             }
         }
+        session
+            .plain_subscriptions
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         session.clear_queue();
     }
 

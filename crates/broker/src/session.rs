@@ -11,7 +11,7 @@ use crate::message::Delivery;
 use parking_lot::Mutex;
 use rampart_codec::{ProtocolVersion, SubscriptionOptions};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
@@ -79,6 +79,9 @@ pub struct SessionShared {
     pub persistent: AtomicBool,
     /// Next stored-queue sequence number.
     pub next_seq: AtomicU64,
+    /// Number of non-shared subscriptions. With at most one, a publish cannot match this
+    /// session twice, so the router skips merging overlapping matches for it.
+    pub plain_subscriptions: AtomicUsize,
 }
 
 impl SessionShared {
@@ -93,7 +96,17 @@ impl SessionShared {
             max_queued_bytes,
             persistent: AtomicBool::new(false),
             next_seq: AtomicU64::new(1),
+            plain_subscriptions: AtomicUsize::new(0),
         }
+    }
+
+    pub fn set_plain_subscriptions(&self, state: &SessionState) {
+        let n = state
+            .subscriptions
+            .keys()
+            .filter(|(g, _)| g.is_none())
+            .count();
+        self.plain_subscriptions.store(n, Ordering::Relaxed);
     }
 
     /// Restore a stored delivery at start-up: stored state is never refused.

@@ -48,7 +48,10 @@ fn tls_options_parse() {
 #[test]
 fn tls_option_errors_say_why() {
     let e = errs(&tls("groups = [\"ffdhe2048\"]\n"));
-    assert!(e[0].contains("listeners[0].tls.groups") && e[0].contains("ECDHE"), "{e:?}");
+    assert!(
+        e[0].contains("listeners[0].tls.groups") && e[0].contains("ECDHE"),
+        "{e:?}"
+    );
     let e = errs(&tls("sni_cert_files = [\"b.pem\"]\n"));
     assert!(e[0].contains("each certificate needs its key"), "{e:?}");
     let e = errs(&tls("handshake_timeout_secs = 0\n"));
@@ -97,7 +100,10 @@ fn ip_net_edges() {
 #[test]
 fn ws_origins_only_for_websocket_kinds() {
     let e = errs("[[listeners]]\nname = \"a\"\nkind = \"tcp\"\nbind = \"127.0.0.1:1883\"\nws_allowed_origins = [\"https://x\"]\n");
-    assert!(e[0].contains("ws_allowed_origins") && e[0].contains("\"ws\""), "{e:?}");
+    assert!(
+        e[0].contains("ws_allowed_origins") && e[0].contains("\"ws\""),
+        "{e:?}"
+    );
     let cfg = ok("[[listeners]]\nname = \"a\"\nkind = \"ws\"\nbind = \"127.0.0.1:8083\"\nws_allowed_origins = [\"https://x\"]\n");
     assert_eq!(cfg.listeners[0].ws_allowed_origins, vec!["https://x"]);
 }

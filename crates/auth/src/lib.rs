@@ -285,6 +285,8 @@ struct Authz {
 /// The authentication chain and the authorization sources of one broker.
 pub struct AuthService {
     chain: Vec<Entry>,
+    /// For per-client rules; the backends hold their own handle.
+    store: Option<Arc<dyn Store>>,
     local_only: bool,
     allow_anonymous: bool,
     ownership: bool,
@@ -321,7 +323,7 @@ impl AuthService {
         let mut errors = Vec::new();
         let verify_permits = Arc::new(Semaphore::new(a.max_concurrent_verifications as usize));
         let shared = backends::Shared {
-            store,
+            store: store.clone(),
             // Limits concurrent password verifications (CPU and argon2 memory).
             permits: verify_permits,
             dummy_hash: Arc::new(dummy_hash(&a.password_hash)),
@@ -350,6 +352,7 @@ impl AuthService {
         });
         let svc = AuthService {
             chain,
+            store,
             local_only: cfg.local_only,
             allow_anonymous: cfg.danger.allow_anonymous,
             ownership: a.client_id_ownership,
@@ -411,6 +414,49 @@ impl AuthService {
 
     /// Runs the chain for a CONNECT (or for the AUTH packet that starts re-authentication).
     pub async fn authenticate(&self, req: &ConnectRequest<'_>) -> AuthResult {
+        let r = self.run_chain(req).await;
+        self.add_client_rules(r).await
+    }
+
+    /// Appends the built-in per-client rules (store namespace [`users::CLIENT_ACL_NS`]) to
+    /// an allowed identity. A store failure denies: missing deny rules must not widen access.
+    async fn add_client_rules(&self, r: AuthResult) -> AuthResult {
+        let Some(store) = self.store.clone() else {
+            return r;
+        };
+        let AuthResult::Allow(mut a) = r else {
+            return r;
+        };
+        let client_id = a.identity.client_id.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            users::get_client_rules(store.as_ref(), &client_id)
+        })
+        .await;
+        match read {
+            Ok(Ok(lines)) if lines.is_empty() => AuthResult::Allow(a),
+            Ok(Ok(lines)) => {
+                let origin = format!("client {}", a.identity.client_id);
+                match backends::parse_rules(lines.iter().map(String::as_str), &origin) {
+                    Ok(rules) => {
+                        Arc::make_mut(&mut a.identity).acl.extend(rules);
+                        AuthResult::Allow(a)
+                    }
+                    Err(e) => self.store_failure(&e),
+                }
+            }
+            Ok(Err(e)) => self.store_failure(&e),
+            Err(e) => self.store_failure(&e.to_string()),
+        }
+    }
+
+    fn store_failure(&self, e: &str) -> AuthResult {
+        self.metrics.backend_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(error = %e, "per-client ACL rules unreadable: denying");
+        self.count(DenyKind::BackendError);
+        AuthResult::deny(DenyKind::BackendError)
+    }
+
+    async fn run_chain(&self, req: &ConnectRequest<'_>) -> AuthResult {
         let peer = req.conn.peer.ip();
         if let Gate::Locked(_) = self.brute.gate(peer, req.username, Instant::now()) {
             info!(%peer, listener = %req.conn.listener, "login refused: locked out after repeated failures");
@@ -574,6 +620,16 @@ impl AuthService {
 
     /// The client's next AUTH packet (method and data) in an enhanced authentication.
     pub async fn continue_auth(
+        &self,
+        state: Box<EnhancedAuth>,
+        method: &str,
+        data: &[u8],
+    ) -> AuthResult {
+        let r = self.finish_enhanced(state, method, data).await;
+        self.add_client_rules(r).await
+    }
+
+    async fn finish_enhanced(
         &self,
         state: Box<EnhancedAuth>,
         method: &str,

@@ -11,6 +11,11 @@ use crate::scram::{ScramAlg, ScramCredential};
 
 pub const USERS_NS: &str = "users";
 
+/// Per-client rules: key = client id, value = JSON array of identity-form rules. They apply
+/// to whoever connects with that client id (client ids are chosen by clients: prefer rules
+/// on users or certificates, and keep client-id ownership on).
+pub const CLIENT_ACL_NS: &str = "client_acl";
+
 /// Longest username accepted by `rampart ctl users add` (MQTT allows 65535; nobody needs it).
 pub const MAX_USERNAME_LEN: usize = 256;
 
@@ -113,4 +118,22 @@ pub fn put_user(batch: &mut WriteBatch, name: &str, rec: &UserRecord) {
 
 pub fn delete_user(batch: &mut WriteBatch, name: &str) {
     batch.delete_kv(USERS_NS, name.as_bytes().to_vec());
+}
+
+pub fn get_client_rules(store: &dyn Store, client_id: &str) -> Result<Vec<String>, String> {
+    match store.get_kv(CLIENT_ACL_NS, client_id.as_bytes()) {
+        Ok(Some(v)) => serde_json::from_slice(&v).map_err(|e| format!("bad client rules: {e}")),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(format!("store: {e}")),
+    }
+}
+
+/// Sets a client's rules; an empty list removes them.
+pub fn put_client_rules(batch: &mut WriteBatch, client_id: &str, rules: &[String]) {
+    if rules.is_empty() {
+        batch.delete_kv(CLIENT_ACL_NS, client_id.as_bytes().to_vec());
+    } else {
+        let v = serde_json::to_vec(rules).unwrap_or_default();
+        batch.put_kv(CLIENT_ACL_NS, client_id.as_bytes().to_vec(), v);
+    }
 }

@@ -340,3 +340,59 @@ fn secrets_never_printed() {
     let dbg = format!("{rec:?}");
     assert!(!dbg.contains("argon2") && !dbg.contains("hunter2"), "{dbg}");
 }
+
+#[tokio::test]
+async fn per_client_rules_from_the_store() {
+    use rampart_auth::{Action, Decision, Request};
+    let store = memory_store();
+    add_user(
+        &store,
+        "alice",
+        "a",
+        false,
+        &["allow publish user/${username}"],
+    );
+    let mut b = WriteBatch::new();
+    users::put_client_rules(
+        &mut b,
+        "c1",
+        &["allow subscribe client/${clientid}".to_string()],
+    );
+    store
+        .write(b)
+        .try_result()
+        .expect("committed")
+        .expect("write");
+    let svc = service(&format!("{CHEAP_HASH}{BUILTIN}"), Some(store.clone()));
+    let id = allowed(login(&svc, &conn("192.0.2.9:1"), Some("alice"), Some("a")).await);
+    let r = |action, topic| Request {
+        action,
+        topic,
+        qos: 0,
+        retain: false,
+    };
+    assert_eq!(
+        svc.authorize(&id, &r(Action::Publish, "user/alice")),
+        Decision::Allow
+    );
+    assert_eq!(
+        svc.authorize(&id, &r(Action::Subscribe, "client/c1")),
+        Decision::Allow
+    );
+    assert_eq!(
+        svc.authorize(&id, &r(Action::Subscribe, "client/c2")),
+        Decision::Deny
+    );
+    // A corrupt record denies the login rather than dropping rules.
+    let mut b = WriteBatch::new();
+    b.put_kv(users::CLIENT_ACL_NS, b"c1".to_vec(), b"not json".to_vec());
+    store
+        .write(b)
+        .try_result()
+        .expect("committed")
+        .expect("write");
+    assert_eq!(
+        denied(login(&svc, &conn("192.0.2.9:1"), Some("alice"), Some("a")).await).kind,
+        DenyKind::BackendError
+    );
+}

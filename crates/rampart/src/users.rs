@@ -46,6 +46,18 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Show or set the built-in ACL rules of one client id (they apply to whoever connects
+    /// with it: prefer user rules, and keep auth.client_id_ownership on).
+    ClientAcl {
+        client_id: String,
+        /// Replace the rules with these (repeatable); --clear removes them; neither shows them.
+        #[arg(long = "acl", value_name = "RULE")]
+        acl: Vec<String>,
+        #[arg(long, conflicts_with = "acl")]
+        clear: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -113,6 +125,15 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
         AuthCommand::Ctl {
             command: CtlCommand::Users { command },
         } => users_cmd(command),
+        AuthCommand::Ctl {
+            command:
+                CtlCommand::ClientAcl {
+                    client_id,
+                    acl,
+                    clear,
+                    target,
+                },
+        } => client_acl(&client_id, acl, clear, &target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -198,6 +219,29 @@ fn check_rules(acl: &[String]) -> Result<(), String> {
         rampart_auth::AclRule::parse_identity_rule(r, String::new())
             .map_err(|e| format!("--acl \"{r}\": {e}"))?;
     }
+    Ok(())
+}
+
+fn client_acl(
+    client_id: &str,
+    acl: Vec<String>,
+    clear: bool,
+    target: &Target,
+) -> Result<(), String> {
+    check_rules(&acl)?;
+    let (store, _) = open(target)?;
+    if acl.is_empty() && !clear {
+        let rules = users::get_client_rules(store.as_ref(), client_id)?;
+        for r in &rules {
+            println!("{r}");
+        }
+        println!("{} rule(s) for client \"{client_id}\"", rules.len());
+        return Ok(());
+    }
+    let mut b = WriteBatch::new();
+    users::put_client_rules(&mut b, client_id, &acl);
+    commit(&store, b)?;
+    println!("client \"{client_id}\": {} rule(s)", acl.len());
     Ok(())
 }
 

@@ -222,8 +222,14 @@ impl RedbStore {
     /// both cases without writing a byte. A store left by a crash is recovered by the engine
     /// (it rebuilds its allocator state from checksummed trees; this writes the file).
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<RedbStore, StoreError> {
+        let created_dir = !dir.exists();
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::io("creating the data directory", &e))?;
+        // The store holds sessions, messages and (later) password hashes: owner only (C2).
+        // An existing directory keeps the operator's choice; doctor reports it.
+        if created_dir {
+            set_mode(dir, 0o700)?;
+        }
         let path = dir.join(FILE_NAME);
         let display = path.display().to_string();
         let existing = match std::fs::metadata(&path) {
@@ -268,6 +274,9 @@ impl RedbStore {
                 .create(&path)
                 .map_err(|e| map_db_error(e, &display))
         })?;
+        if !existing {
+            set_mode(&path, 0o600)?;
+        }
         Self::init_or_check_format(&db)?;
         let shared = Arc::new(Shared {
             db,
@@ -959,4 +968,10 @@ impl Store for RedbStore {
             Ok(out)
         })
     }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| StoreError::io("restricting permissions of the store", &e))
 }

@@ -125,7 +125,11 @@ pub async fn serve_connection<S>(
     };
 
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-    let mut conn = match Conn::accept(&router, *connect, peer, control_tx, &mut wr).await {
+    let mut conn = match Conn::accept(
+        &router, *connect, &info, control_tx, &mut rd, &mut wr, &mut rbuf,
+    )
+    .await
+    {
         Some(c) => c,
         None => return,
     };
@@ -182,10 +186,6 @@ async fn write_packet<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-fn is_loopback(peer: &SocketAddr) -> bool {
-    peer.ip().to_canonical().is_loopback()
-}
-
 struct Conn {
     router: Arc<Router>,
     version: ProtocolVersion,
@@ -213,6 +213,12 @@ struct Conn {
     gated: VecDeque<(Option<Commit>, Gated)>,
     /// A newcomer with our client id waits on this until we have detached.
     takeover_done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Authorization with its decision cache; `None` in open development mode.
+    authz: Option<rampart_auth::ClientAuthz>,
+    /// The client id belongs to this identity while the connection lives.
+    _claim: Option<rampart_auth::ClientIdClaim>,
+    /// When the credential (a JWT's `exp`) runs out: the client is disconnected then.
+    credential_expiry: Option<Instant>,
 }
 
 /// Work held until a store commit resolves.
@@ -228,29 +234,19 @@ enum Gated {
 
 impl Conn {
     /// Validate CONNECT, attach (or create, or take over) the session and send CONNACK.
-    async fn accept<W: AsyncWrite + Unpin>(
+    async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         router: &Arc<Router>,
         c: Connect,
-        peer: SocketAddr,
+        info: &ConnInfo,
         control: mpsc::UnboundedSender<Control>,
+        rd: &mut R,
         wr: &mut W,
+        rbuf: &mut BytesMut,
     ) -> Option<Conn> {
         let cfg = &router.cfg;
         let v = c.protocol;
+        let peer = info.peer;
         let refuse = |code: ReasonCode| connack(false, code, Properties::default());
-
-        // Authentication: until the auth backends exist, anonymous clients are admitted only
-        // from loopback (local-only mode) or when the operator opted into danger.allow_anonymous.
-        if !is_loopback(&peer) && !cfg.danger.allow_anonymous {
-            info!(%peer, "refused: anonymous access is allowed from loopback only");
-            let _ = write_packet(wr, v, &refuse(ReasonCode::NotAuthorized)).await;
-            return None;
-        }
-        if c.properties.authentication_method.is_some() {
-            // No enhanced authentication method is configured ([MQTT-4.12.0-1]).
-            let _ = write_packet(wr, v, &refuse(ReasonCode::BadAuthenticationMethod)).await;
-            return None;
-        }
 
         // Client identifier rules ([MQTT-3.1.3-5..8]).
         let mut assigned = None;
@@ -276,6 +272,31 @@ impl Conn {
         if client_id.len() > usize::from(cfg.mqtt.max_client_id_length) {
             let _ = write_packet(wr, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
             return None;
+        }
+
+        // Authentication (M1): the chain decides; errors and timeouts deny.
+        let mut admitted =
+            match crate::admission::admit(router, &c, &client_id, info, rd, wr, rbuf).await {
+                Ok(a) => a,
+                Err(code) => {
+                    info!(%peer, client_id = %client_id, reason = %code, "connection refused");
+                    let _ = write_packet(wr, v, &refuse(code)).await;
+                    return None;
+                }
+            };
+        // The will is a publish like any other: it needs the right to publish there (M2).
+        if let (Some(w), Some(authz)) = (&c.will, admitted.authz.as_mut()) {
+            let req = rampart_auth::Request {
+                action: rampart_auth::Action::Publish,
+                topic: &w.topic,
+                qos: w.qos as u8,
+                retain: w.retain,
+            };
+            if authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Deny {
+                info!(%peer, client_id = %client_id, "connection refused: will topic not authorized");
+                let _ = write_packet(wr, v, &refuse(ReasonCode::NotAuthorized)).await;
+                return None;
+            }
         }
 
         if let Some(w) = &c.will {
@@ -453,6 +474,10 @@ impl Conn {
                 props.shared_subscription_available = Some(0);
             }
             props.server_keep_alive = server_keep_alive;
+            if let Some(m) = admitted.auth_method.take() {
+                props.authentication_method = Some(m.into());
+                props.authentication_data = admitted.auth_data.take().map(Into::into);
+            }
         }
 
         let will_delay = c
@@ -485,6 +510,14 @@ impl Conn {
             batch: Vec::new(),
             gated: VecDeque::new(),
             takeover_done: None,
+            credential_expiry: admitted.identity.expires_at.map(|t| {
+                let left = t
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                Instant::now() + left
+            }),
+            authz: admitted.authz,
+            _claim: admitted.claim,
         };
         conn.router.commit_detached(conn.session_batch(false));
         conn.send(&connack(session_present, ReasonCode::Success, props));
@@ -740,6 +773,8 @@ impl Conn {
                 .map(|d| tokio::time::Instant::from_std(self.last_rx + d)),
         );
         tokio::pin!(idle);
+        let expiry = sleep_until_opt(self.credential_expiry.map(tokio::time::Instant::from_std));
+        tokio::pin!(expiry);
         loop {
             self.drain_queue();
             if self.counts.is_dirty() {
@@ -824,6 +859,10 @@ impl Conn {
                     }
                 },
                 _ = session.notify.notified() => {}
+                _ = &mut expiry => {
+                    info!(client_id = %self.state.client_id, "credential expired: disconnecting");
+                    return Close::Server(ReasonCode::NotAuthorized, "credential expired");
+                }
                 _ = &mut idle => {
                     let deadline = self.idle_limit.map(|d| self.last_rx + d);
                     match deadline {
@@ -1070,6 +1109,26 @@ impl Conn {
                 "[MQTT-3.3.2-4]",
             ));
         }
+        if let Some(authz) = self.authz.as_mut() {
+            let req = rampart_auth::Request {
+                action: rampart_auth::Action::Publish,
+                topic: &p.topic,
+                qos: p.qos as u8,
+                retain: p.retain,
+            };
+            if authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Deny {
+                debug!(client_id = %self.state.client_id, topic = %p.topic, "publish not authorized");
+                if self.router.auth.disconnect_on_deny() {
+                    return Err(Close::Server(
+                        ReasonCode::NotAuthorized,
+                        "publish not authorized",
+                    ));
+                }
+                // v5: the reason code says so; 3.1.1 has no way to: acknowledged and dropped.
+                self.ack_publish(p.qos, p.packet_id, ReasonCode::NotAuthorized);
+                return Ok(());
+            }
+        }
         if p.topic.starts_with("$SYS") {
             // $SYS belongs to the broker: clients cannot write into it. Accept and drop.
             self.ack_publish(p.qos, p.packet_id, ReasonCode::Success);
@@ -1183,6 +1242,20 @@ impl Conn {
             {
                 reasons.push(ReasonCode::TopicFilterInvalid);
                 continue;
+            }
+            if let Some(authz) = self.authz.as_mut() {
+                // Subscribing to `#` or `$SYS/#` needs an explicit allow like any other (M2).
+                let req = rampart_auth::Request {
+                    action: rampart_auth::Action::Subscribe,
+                    topic: &raw,
+                    qos: opts.qos as u8,
+                    retain: false,
+                };
+                if authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Deny {
+                    debug!(client_id = %self.state.client_id, filter = %raw, "subscription not authorized");
+                    reasons.push(ReasonCode::NotAuthorized);
+                    continue;
+                }
             }
             let key = (group.clone(), Arc::<str>::from(filter_str));
             let exists = self.state.subscriptions.contains_key(&key);

@@ -5,6 +5,7 @@
 //! the wire format in rampart-codec.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod connection;
 pub mod listener;
 pub mod message;
@@ -78,7 +79,13 @@ pub fn derived_max_connections() -> usize {
 /// v5 clients, flush and return.
 pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let store = open_store(&cfg)?;
-    let router = Arc::new(Router::new(cfg.clone(), store.clone()));
+    let auth = Arc::new(
+        rampart_auth::AuthService::from_config(&cfg, store.clone())
+            .map_err(|e| anyhow::anyhow!("authentication setup: {e}"))?,
+    );
+    // ACL file changes are picked up without a restart.
+    let _acl_watcher = auth.spawn_acl_watcher();
+    let router = Arc::new(Router::new(cfg.clone(), store.clone(), auth));
     if let Some(store) = &store {
         let started = std::time::Instant::now();
         let snap = {

@@ -37,6 +37,8 @@ pub struct Router {
     strategy: SharedStrategy,
     /// The durable store; `None` with `storage.backend = "memory"`, where nothing is written.
     pub store: Option<Arc<dyn Store>>,
+    /// Authentication chain and authorization sources.
+    pub auth: Arc<rampart_auth::AuthService>,
 }
 
 /// Store writes gathered while routing one message; committed as one batch.
@@ -74,7 +76,11 @@ thread_local! {
 }
 
 impl Router {
-    pub fn new(cfg: Arc<Config>, store: Option<Arc<dyn Store>>) -> Self {
+    pub fn new(
+        cfg: Arc<Config>,
+        store: Option<Arc<dyn Store>>,
+        auth: Arc<rampart_auth::AuthService>,
+    ) -> Self {
         Router {
             registry: Registry::default(),
             subs: SubscriptionIndex::new(),
@@ -90,6 +96,7 @@ impl Router {
             },
             cfg,
             store,
+            auth,
         }
     }
 

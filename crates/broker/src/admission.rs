@@ -1,0 +1,170 @@
+//! Authentication at CONNECT: the bridge between the connection driver and rampart-auth,
+//! including the MQTT 5 enhanced-authentication (AUTH packet) exchange.
+
+use crate::router::Router;
+use bytes::BytesMut;
+use rampart_auth::{AuthResult, ClientAuthz, ClientIdClaim, ConnectRequest, Identity};
+use rampart_codec::{
+    decode, encode, Auth, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
+};
+use rampart_core::conn_info::ConnInfo;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+pub struct Admitted {
+    pub identity: Arc<Identity>,
+    /// `None` when authorization does not apply: an anonymous loopback client of a broker
+    /// with no authentication backend and no ACL file (development mode).
+    pub authz: Option<ClientAuthz>,
+    /// Held for the connection's life: the client id belongs to this identity meanwhile.
+    pub claim: Option<ClientIdClaim>,
+    /// Authentication Method / Data for the CONNACK (the SCRAM server-final message).
+    pub auth_method: Option<String>,
+    pub auth_data: Option<Vec<u8>>,
+}
+
+/// True when the broker runs without any authentication or authorization configured: then
+/// loopback clients are admitted as anonymous and not subject to ACL checks (like local-only
+/// mode). Anything else goes through the authenticator chain and ends in deny.
+pub fn open_development(router: &Router) -> bool {
+    let cfg = &router.cfg;
+    cfg.auth.backends.is_empty() && cfg.acl.file.is_none()
+}
+
+fn anonymous(client_id: &str, info: &ConnInfo) -> Identity {
+    Identity {
+        username: None,
+        client_id: client_id.to_string(),
+        peer: info.peer.ip(),
+        listener: info.listener.clone(),
+        cert: info.tls.as_ref().and_then(|t| t.client_cert.clone()),
+        superuser: false,
+        groups: Vec::new(),
+        acl: Vec::new(),
+        expires_at: None,
+        backend: "anonymous".to_string(),
+        auth_method: None,
+    }
+}
+
+/// Authenticate a CONNECT. `Err(reason)` is the CONNACK reason code to refuse with.
+pub async fn admit<R, W>(
+    router: &Router,
+    c: &Connect,
+    client_id: &str,
+    info: &ConnInfo,
+    rd: &mut R,
+    wr: &mut W,
+    rbuf: &mut BytesMut,
+) -> Result<Admitted, ReasonCode>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let auth = &router.auth;
+    let loopback = info.peer.ip().to_canonical().is_loopback();
+    if open_development(router) && loopback && c.properties.authentication_method.is_none() {
+        let identity = Arc::new(anonymous(client_id, info));
+        return Ok(Admitted {
+            identity,
+            authz: None,
+            claim: None,
+            auth_method: None,
+            auth_data: None,
+        });
+    }
+    let method = c.properties.authentication_method.as_deref();
+    let req = ConnectRequest {
+        client_id,
+        username: c.username.as_deref(),
+        password: c.password.as_deref(),
+        conn: info,
+        protocol_level: c.protocol.level(),
+        auth_method: method,
+        auth_data: c.properties.authentication_data.as_deref(),
+    };
+    let mut result = auth.authenticate(&req).await;
+    // Enhanced authentication (v5 only): exchange AUTH packets until the backend decides,
+    // within the connect timeout.
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(u64::from(router.cfg.mqtt.connect_timeout_secs));
+    loop {
+        match result {
+            AuthResult::Allow(a) => {
+                let claim = auth.claim_client_id(&a.identity).map_err(|d| d.reason)?;
+                let authz = Some(auth.authorizer(a.identity.clone()));
+                return Ok(Admitted {
+                    auth_method: a.identity.auth_method.clone(),
+                    identity: a.identity,
+                    authz,
+                    claim: Some(claim),
+                    auth_data: a.auth_data,
+                });
+            }
+            AuthResult::Deny(d) => return Err(d.reason),
+            AuthResult::Continue(ch) => {
+                if !c.protocol.is_v5() {
+                    return Err(ReasonCode::BadAuthenticationMethod);
+                }
+                let pkt = Packet::Auth(Auth {
+                    reason: ReasonCode::ContinueAuthentication,
+                    properties: Properties {
+                        authentication_method: Some(ch.method.into()),
+                        authentication_data: Some(ch.auth_data.into()),
+                        ..Properties::default()
+                    },
+                });
+                let mut out = BytesMut::new();
+                if encode(&pkt, ProtocolVersion::V5, &mut out).is_err()
+                    || wr.write_all(&out).await.is_err()
+                    || wr.flush().await.is_err()
+                {
+                    return Err(ReasonCode::UnspecifiedError);
+                }
+                let (m, data) = match read_auth(router, rd, rbuf, deadline).await {
+                    Some(x) => x,
+                    None => return Err(ReasonCode::NotAuthorized),
+                };
+                result = auth.continue_auth(ch.state, &m, &data).await;
+            }
+        }
+    }
+}
+
+/// The client's next AUTH packet (method, data); `None` on anything else, on timeout or close.
+async fn read_auth<R: AsyncRead + Unpin>(
+    router: &Router,
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    deadline: tokio::time::Instant,
+) -> Option<(String, Vec<u8>)> {
+    loop {
+        match decode(rbuf, ProtocolVersion::V5, router.cfg.mqtt.max_packet_size) {
+            Ok(Some(Packet::Auth(a))) if a.reason == ReasonCode::ContinueAuthentication => {
+                let m = a.properties.authentication_method?.to_string();
+                let d = a
+                    .properties
+                    .authentication_data
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                return Some((m, d));
+            }
+            Ok(Some(other)) => {
+                debug!(
+                    packet = other.packet_type(),
+                    "expected AUTH during enhanced authentication"
+                );
+                return None;
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        rbuf.reserve(1024);
+        match tokio::time::timeout_at(deadline, rd.read_buf(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}

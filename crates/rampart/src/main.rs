@@ -1,6 +1,8 @@
 //! The `rampart` binary: serve, check-config.
 #![forbid(unsafe_code)]
 
+mod users;
+
 use clap::{Parser, Subcommand};
 use rampart_config::{Config, ConfigErrors, LogFormat};
 use std::path::PathBuf;
@@ -45,6 +47,8 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    #[command(flatten)]
+    Auth(users::AuthCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,6 +91,7 @@ fn init_logging(cfg: &Config) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Auth(cmd) => users::run(cmd),
         Command::CheckConfig { file } => match load(Some(&file)) {
             Ok(cfg) => {
                 println!("{}: OK", file.display());

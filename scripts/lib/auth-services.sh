@@ -12,6 +12,8 @@
 #       RAMPART_TEST_LDAP_URL    ldap://127.0.0.1:PORT  (base dc=rampart,dc=test, people in
 #                                ou=people: alice/alice-pw (departmentNumber mqtt-admins),
 #                                bob/bob-pw; admin cn=admin,dc=rampart,dc=test)
+#       RAMPART_TEST_LDAPS_URL   ldaps://127.0.0.1:PORT (same directory; also StartTLS on
+#       RAMPART_TEST_LDAP_CA     the ldap:// port), certificate from this throwaway CA
 #   auth_services_stop      stops them and removes the directory
 #
 # A server that cannot start is reported and its variable left unset: its tests then skip
@@ -127,11 +129,26 @@ _auth_start_redis() {
 }
 
 _auth_start_ldap() {
-    local port dir="$_auth_dir/ldap" slapd
+    local port tls_port dir="$_auth_dir/ldap" slapd
     slapd=$(command -v slapd || echo /usr/sbin/slapd)
     [ -x "$slapd" ] || { _auth_log "auth services: slapd not installed"; return 1; }
     port=$(_auth_free_port)
+    tls_port=$(_auth_free_port)
     mkdir -p "$dir/data"
+    # A throwaway CA and a certificate for 127.0.0.1, for the ldaps:// and StartTLS tests.
+    local tls_conf=""
+    if _auth_have openssl && openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+            -days 2 -subj "/CN=rampart auth-services CA" >/dev/null 2>&1 \
+        && openssl req -newkey rsa:2048 -nodes -keyout "$dir/server.key" -out "$dir/server.csr" \
+            -subj "/CN=127.0.0.1" >/dev/null 2>&1 \
+        && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/ext.cnf" \
+        && openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+            -out "$dir/server.pem" -days 2 -extfile "$dir/ext.cnf" >/dev/null 2>&1; then
+        chmod 0644 "$dir/server.key"
+        tls_conf="TLSCACertificateFile $dir/ca.pem
+TLSCertificateFile $dir/server.pem
+TLSCertificateKeyFile $dir/server.key"
+    fi
     cat >"$dir/slapd.conf" <<EOF
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
@@ -141,6 +158,7 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile $dir/slapd.pid
 argsfile $dir/slapd.args
+$tls_conf
 database mdb
 maxsize 104857600
 suffix "dc=rampart,dc=test"
@@ -150,7 +168,9 @@ directory $dir/data
 access to attrs=userPassword by anonymous auth by * none
 access to * by * read
 EOF
-    "$slapd" -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" >"$dir/slapd.log" 2>&1 \
+    local urls="ldap://127.0.0.1:$port/"
+    [ -n "$tls_conf" ] && urls="$urls ldaps://127.0.0.1:$tls_port/"
+    "$slapd" -f "$dir/slapd.conf" -h "$urls" >"$dir/slapd.log" 2>&1 \
         || { _auth_log "auth services: slapd did not start (see $dir/slapd.log)"; return 1; }
     local url="ldap://127.0.0.1:$port"
     _auth_wait "ldapsearch -x -H $url -b '' -s base namingContexts" 100 \
@@ -184,6 +204,10 @@ userPassword: bob-pw
 EOF
     [ $? -eq 0 ] || { _auth_log "auth services: LDAP entries not added"; return 1; }
     export RAMPART_TEST_LDAP_URL="$url"
+    if [ -n "$tls_conf" ]; then
+        export RAMPART_TEST_LDAPS_URL="ldaps://127.0.0.1:$tls_port"
+        export RAMPART_TEST_LDAP_CA="$dir/ca.pem"
+    fi
 }
 
 auth_services_start() {
@@ -214,5 +238,6 @@ auth_services_stop() {
     _auth_kill_pidfile "$_auth_dir/ldap/slapd.pid"
     rm -rf "$_auth_dir"
     _auth_dir=""
-    unset RAMPART_TEST_PG_URL RAMPART_TEST_MYSQL_URL RAMPART_TEST_REDIS_URL RAMPART_TEST_LDAP_URL
+    unset RAMPART_TEST_PG_URL RAMPART_TEST_MYSQL_URL RAMPART_TEST_REDIS_URL RAMPART_TEST_LDAP_URL \
+        RAMPART_TEST_LDAPS_URL RAMPART_TEST_LDAP_CA
 }

@@ -428,3 +428,109 @@ async fn http_get_with_templated_params() {
         .await;
     allowed(r);
 }
+
+/// A minimal HTTPS server (certificate for 127.0.0.1 from the test CA) that answers every
+/// request with `{"result": "allow"}`.
+async fn https_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = keys_dir();
+    let certs: Vec<_> = rustls_pemfile::certs(
+        &mut std::fs::read(dir.join("server.pem"))
+            .expect("pem")
+            .as_slice(),
+    )
+    .collect::<Result<_, _>>()
+    .expect("certs");
+    let key = rustls_pemfile::private_key(
+        &mut std::fs::read(dir.join("server.key"))
+            .expect("key")
+            .as_slice(),
+    )
+    .expect("key")
+    .expect("a key");
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((tcp, _)) = l.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = 0;
+                // Headers, then the body by Content-Length (bounded by the buffer).
+                loop {
+                    let Ok(n) = tls.read(&mut buf[got..]).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got += n;
+                    let text = String::from_utf8_lossy(&buf[..got]).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got >= end + 4 + len || got == buf.len() {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"result": "allow"}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_backend_verifies_the_server_certificate() {
+    let port = https_server().await;
+    let ca = keys_dir().join("ca.pem");
+    let c = conn("192.0.2.23:1");
+    let mk = |url: String, ca: Option<&std::path::Path>| {
+        let ca = ca
+            .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+            .unwrap_or_default();
+        service(
+            &format!("[[auth.backends]]\nname = \"https\"\nkind = \"http\"\nurl = \"{url}\"\ntimeout_ms = 3000\n{ca}"),
+            None,
+        )
+    };
+    // Trusted through ca_file, name matches (IP SAN 127.0.0.1): allowed.
+    let svc = mk(format!("https://127.0.0.1:{port}/auth"), Some(&ca));
+    allowed(login(&svc, &c, Some("u"), Some("p")).await);
+    // Without the CA the certificate is not trusted: the backend fails, the login is denied.
+    let svc = mk(format!("https://127.0.0.1:{port}/auth"), None);
+    assert_eq!(
+        denied(login(&svc, &c, Some("u"), Some("p")).await).kind,
+        DenyKind::BackendError
+    );
+}

@@ -406,4 +406,27 @@ async fn ldap_backend() {
         denied(login(&svc, &c, Some("*"), Some("alice-pw")).await).kind,
         DenyKind::BadCredentials
     );
+
+    // TLS: ldaps:// and StartTLS, verified against the CA the script made.
+    let (Some(ldaps), Some(ca)) = (
+        server_url("RAMPART_TEST_LDAPS_URL"),
+        server_url("RAMPART_TEST_LDAP_CA"),
+    ) else {
+        return;
+    };
+    let mk = |url: &str, extra: &str| {
+        service(
+            &format!("[[auth.backends]]\nname = \"ldap\"\nkind = \"ldap\"\nurl = \"{url}\"\n{tmpl}{extra}"),
+            None,
+        )
+    };
+    let with_ca = format!("ca_file = \"{ca}\"\n");
+    allowed(login(&mk(&ldaps, &with_ca), &c, Some("bob"), Some("bob-pw")).await);
+    let starttls = format!("{with_ca}starttls = true\n");
+    allowed(login(&mk(&url, &starttls), &c, Some("bob"), Some("bob-pw")).await);
+    // Without the CA the server is not trusted: the backend fails closed.
+    assert_eq!(
+        denied(login(&mk(&ldaps, ""), &c, Some("bob"), Some("bob-pw")).await).kind,
+        DenyKind::BackendError
+    );
 }

@@ -396,3 +396,23 @@ async fn per_client_rules_from_the_store() {
         DenyKind::BackendError
     );
 }
+
+/// The broker holds the service in an `Arc` shared by connection tasks and awaits these
+/// futures inside `tokio::spawn`ed tasks: they must be `Send`.
+#[test]
+fn service_and_futures_are_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let svc = service("", None);
+    send_sync(&svc);
+    let c = conn("192.0.2.9:1");
+    let r = req(&c, "x", Some("u"), Some(b"p"));
+    send(svc.authenticate(&r));
+    let _ = tokio::runtime::Builder::new_current_thread().build().map(|rt| {
+        rt.block_on(async {
+            if let rampart_auth::AuthResult::Allow(a) = svc.authenticate(&r).await {
+                send(svc.authorizer(a.identity));
+            }
+        })
+    });
+}

@@ -183,9 +183,85 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
     }
     let _ = writeln!(w, "sys.enabled = {}", c.sys.enabled);
     let _ = writeln!(w, "sys.interval_secs = {}", c.sys.interval_secs);
+    describe_auth(w, c);
     let _ = writeln!(w, "danger.allow_plaintext = {}", c.danger.allow_plaintext);
     let _ = writeln!(w, "danger.allow_anonymous = {}", c.danger.allow_anonymous);
     s
+}
+
+/// The authenticator chain and the authorization sources (M1, M2).
+fn describe_auth(w: &mut String, c: &Config) {
+    let a = &c.auth;
+    if a.backends.is_empty() {
+        let anon = if c.local_only {
+            "anonymous loopback clients only (local-only mode)"
+        } else if c.danger.allow_anonymous {
+            "ANONYMOUS clients only (danger.allow_anonymous)"
+        } else {
+            "nobody can log in: add [[auth.backends]]"
+        };
+        let _ = writeln!(w, "auth: no backends; {anon}");
+    } else {
+        let _ = writeln!(w, "auth chain ({}):", a.backends.len());
+        for b in &a.backends {
+            let on = if b.listeners.is_empty() {
+                "all listeners".to_string()
+            } else {
+                b.listeners.join(", ")
+            };
+            let timeout = b.timeout_ms.unwrap_or(a.timeout_ms);
+            let _ = writeln!(
+                w,
+                "  {}: {} on {on}, timeout {timeout} ms",
+                b.name,
+                b.kind.as_str()
+            );
+        }
+    }
+    let ph = &a.password_hash;
+    let _ = writeln!(
+        w,
+        "auth.password_hash = argon2id m={} KiB t={} p={} (memory per verification; at most {} at once)",
+        ph.memory_kib, ph.iterations, ph.parallelism, a.max_concurrent_verifications
+    );
+    let bf = &a.brute_force;
+    if bf.enabled {
+        let _ = writeln!(
+            w,
+            "auth.brute_force: delay after {} failures (up to {} ms), lockout after {} for {} s",
+            bf.free_failures, bf.max_delay_ms, bf.lockout_after, bf.lockout_secs
+        );
+    } else {
+        let _ = writeln!(w, "auth.brute_force: OFF");
+    }
+    let l = &c.acl;
+    let sources: Vec<&str> = l
+        .sources
+        .iter()
+        .map(|s| match s {
+            AclSource::Identity => "identity",
+            AclSource::File => "file",
+        })
+        .collect();
+    let file = l
+        .file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "none".to_string());
+    let no_match = match l.no_match {
+        NoMatch::Deny => "deny",
+        NoMatch::Allow => "ALLOW (the ACL is a deny-list; M2 fails)",
+    };
+    if c.local_only {
+        let _ = writeln!(w, "acl: everything allowed (local-only mode)");
+    } else {
+        let _ = writeln!(
+            w,
+            "acl: sources {}, file {file}, no_match = {no_match}, cache {} s",
+            sources.join(" then "),
+            l.cache_ttl_secs
+        );
+    }
 }
 
 fn max_connections_line(m: &MqttConfig, nofile: Option<u64>) -> String {

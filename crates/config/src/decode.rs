@@ -12,6 +12,7 @@ use crate::tree::{apply_env, clip, Entry, Kind, Node, Origin, Table};
 use crate::*;
 
 mod auth;
+mod limits;
 
 /// Collects errors, each tied to the origin of the key or value at fault.
 pub(crate) struct Cx<'a> {
@@ -396,6 +397,8 @@ pub(crate) fn schema_keys() -> Vec<String> {
     let mut r = Reader::new(&root, String::new(), Origin::Default);
     let _ = decode_sections(&mut cx, &mut r);
     let _ = auth_sections(&mut cx, &mut r, &[]);
+    let t = r.table(&mut cx, "limits");
+    let _ = limits::limits_section(&mut cx, t);
     r.finish(&mut cx);
     let mut keys: Vec<String> = cx.asked.into_iter().map(|k| k.replace("[0]", "")).collect();
     keys.sort();
@@ -432,6 +435,8 @@ pub(crate) fn build(
     let mut r = Reader::new(&root, String::new(), root_origin);
     let (node, log, mqtt, storage, sys, danger, listeners) = decode_sections(&mut cx, &mut r);
     let (auth, acl) = auth_sections(&mut cx, &mut r, &listeners);
+    let t = r.table(&mut cx, "limits");
+    let limits = limits::limits_section(&mut cx, t);
     r.finish(&mut cx);
 
     if !cx.errors.is_empty() {
@@ -461,6 +466,7 @@ pub(crate) fn build(
         danger,
         auth,
         acl,
+        limits,
     })
 }
 

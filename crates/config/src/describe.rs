@@ -184,6 +184,7 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
     let _ = writeln!(w, "sys.enabled = {}", c.sys.enabled);
     let _ = writeln!(w, "sys.interval_secs = {}", c.sys.interval_secs);
     describe_auth(w, c);
+    describe_limits(w, &c.limits);
     let _ = writeln!(w, "danger.allow_plaintext = {}", c.danger.allow_plaintext);
     let _ = writeln!(w, "danger.allow_anonymous = {}", c.danger.allow_anonymous);
     s
@@ -275,4 +276,54 @@ fn max_connections_line(m: &MqttConfig, nofile: Option<u64>) -> String {
         ),
         None => format!("0 (derived: {derived}; the open-file limit could not be read)"),
     }
+}
+
+/// Admission, publish rates, flapping and overload protection (issue 6).
+fn describe_limits(w: &mut String, l: &LimitsConfig) {
+    let _ = writeln!(
+        w,
+        "limits.admission: per listener {}/s (burst {}); per address {}/s (burst {}), {} open; \
+         per network /{} and /{} {}/s (burst {}), {} open; {} sources tracked",
+        l.accept_rate,
+        l.accept_burst,
+        l.per_address_rate,
+        l.per_address_burst,
+        l.per_address_max_connections,
+        l.ipv4_prefix,
+        l.ipv6_prefix,
+        l.per_network_rate,
+        l.per_network_burst,
+        l.per_network_max_connections,
+        l.max_tracked_sources
+    );
+    let _ = writeln!(
+        w,
+        "limits.flapping: ban {} s after more than {} connects in {} s; banned list up to {}",
+        l.flapping_ban_secs, l.flapping_max_connects, l.flapping_window_secs, l.max_banned
+    );
+    let _ = writeln!(
+        w,
+        "limits.publish: {}/s (burst {}), {} bytes/s (burst {}) per client, then {}",
+        l.publish_rate,
+        l.publish_burst,
+        l.publish_byte_rate,
+        l.publish_byte_burst,
+        l.publish_rate_action.as_str()
+    );
+    if !l.overload_protection {
+        let _ = writeln!(w, "limits.overload: OFF");
+        return;
+    }
+    let mem = match (l.memory_high_mb, l.memory_low_mb) {
+        (Some(h), Some(lo)) => format!("memory high {h} MiB, low {lo} MiB"),
+        _ => format!(
+            "memory high {}% low {}% of physical memory",
+            l.memory_high_percent, l.memory_low_percent
+        ),
+    };
+    let _ = writeln!(
+        w,
+        "limits.overload: {mem}; scheduler delay {} ms; sampled every {} ms",
+        l.scheduler_delay_ms, l.overload_sample_ms
+    );
 }

@@ -35,10 +35,12 @@ use std::path::{Path, PathBuf};
 mod auth;
 mod decode;
 mod describe;
+mod limits;
 mod secret;
 mod tree;
 
 pub use auth::*;
+pub use limits::*;
 pub use secret::Secret;
 
 /// Prefix of environment overrides: `RAMPART_MQTT__MAX_PACKET_SIZE=2048`.
@@ -60,6 +62,7 @@ pub const SECTIONS: &[&str] = &[
     "danger",
     "auth",
     "acl",
+    "limits",
 ];
 
 /// Config files larger than this are refused before parsing: a real config is a few KiB, and
@@ -91,6 +94,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Authorization sources; ends in deny by default (M2).
     pub acl: AclConfig,
+    /// Admission before TLS, publish rates, flapping bans, overload protection.
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -640,6 +645,7 @@ impl Config {
             danger: DangerConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 

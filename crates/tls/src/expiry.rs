@@ -39,9 +39,26 @@ pub fn cert_expiries() -> Vec<CertExpiry> {
 /// Logs a warning for each certificate that expires within [`WARN_BEFORE_SECS`] (or has
 /// expired) and returns how many did.
 pub fn warn_expiring(certs: &[CertExpiry], now: i64) -> usize {
+    use crate::alarms::{self, AlarmKind};
     let mut n = 0;
     for c in certs {
+        alarms::clear_kind(&c.listener, AlarmKind::CertExpiring);
+    }
+    for c in certs {
         let left = c.seconds_left(now);
+        if left < WARN_BEFORE_SECS {
+            alarms::raise(
+                &c.listener,
+                AlarmKind::CertExpiring,
+                &c.file,
+                format!(
+                    "{} ({}): {} days left",
+                    c.file,
+                    c.subject,
+                    left.max(0) / 86_400
+                ),
+            );
+        }
         if left <= 0 {
             n += 1;
             tracing::error!(listener = %c.listener, file = %c.file, subject = %c.subject,
@@ -54,4 +71,24 @@ pub fn warn_expiring(certs: &[CertExpiry], now: i64) -> usize {
         }
     }
     n
+}
+
+/// Prometheus text lines for every served certificate:
+/// `rampart_tls_cert_not_after_seconds{listener="...",file="..."} <unix seconds>`.
+pub fn prometheus_lines() -> String {
+    let mut out = String::new();
+    for c in cert_expiries() {
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        out.push_str(&format!(
+            "rampart_tls_cert_not_after_seconds{{listener=\"{}\",file=\"{}\"}} {}\n",
+            esc(&c.listener),
+            esc(&c.file),
+            c.not_after
+        ));
+    }
+    out
 }

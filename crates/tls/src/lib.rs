@@ -7,6 +7,7 @@
 //! the policy at run time: a bad new file keeps the old material in use.
 #![forbid(unsafe_code)]
 
+pub mod alarms;
 pub mod der;
 pub mod expiry;
 pub mod http;

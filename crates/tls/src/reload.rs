@@ -4,6 +4,7 @@
 //! fetched CRL changes. Listeners use the current value for NEW handshakes only; established
 //! connections keep theirs. A load that fails keeps the previous material and logs why.
 
+use crate::alarms::{self, AlarmKind};
 use crate::expiry::{self, CertExpiry};
 use crate::material::{self, CertFacts};
 use crate::ocsp::{self, CertStatus};
@@ -362,9 +363,16 @@ impl State {
                 }
             }
         }
+        alarms::clear_kind(&self.name, AlarmKind::CrlExpired);
         for (i, crl) in loaded.crls.iter().enumerate() {
             if let Ok(Some(next)) = material::check_crl(crl) {
                 if next < unix_now() {
+                    alarms::raise(
+                        &self.name,
+                        AlarmKind::CrlExpired,
+                        &i.to_string(),
+                        format!("configured CRL #{} is past its nextUpdate", i + 1),
+                    );
                     warn!(listener = %self.name, crl = i, "a configured CRL is past its nextUpdate: {}",
                     if self.cfg.crl_expired == CrlExpired::Deny {
                         "certificates it covers are refused until it is replaced (crl_expired = \"deny\")"
@@ -564,6 +572,7 @@ impl State {
                 let refresh = ((valid_until - now) / 2).clamp(60, 12 * 3600) as u64;
                 info!(listener = %self.name, file = %file, responder = %url,
                     valid_for_secs = valid_until - now, "OCSP response fetched; stapling it");
+                alarms::clear(&self.name, AlarmKind::OcspFailing, &file);
                 f.succeeded(
                     Some(Staple {
                         der: body,
@@ -576,6 +585,12 @@ impl State {
             Ok((_, a)) => {
                 error!(listener = %self.name, alarm = "ocsp", file = %file, responder = %url,
                     status = ?a.status, "OCSP responder does not vouch for the server certificate (revoked, unknown or stale): not stapling");
+                alarms::raise(
+                    &self.name,
+                    AlarmKind::OcspFailing,
+                    &file,
+                    format!("{url} answered {:?} for {file}", a.status),
+                );
                 let had = f.value.is_some();
                 f.succeeded(None, Duration::from_secs(3600));
                 had
@@ -585,6 +600,12 @@ impl State {
                 error!(listener = %self.name, alarm = "ocsp", file = %file, responder = %url, error = %e,
                     last_good_valid_for_secs = ?keeping,
                     "OCSP fetch failed; handshakes go on with the last good response until it expires");
+                alarms::raise(
+                    &self.name,
+                    AlarmKind::OcspFailing,
+                    &file,
+                    format!("{url}: {e}"),
+                );
                 f.failed();
                 false
             }

@@ -278,3 +278,32 @@ fn start_refuses_mismatched_key() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn expiry_is_exported_and_an_expired_certificate_raises_an_alarm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = ca("Test Root");
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &root.issuer).expect("sign");
+    let cfg = config(
+        write(dir.path(), "old.pem", &cert.pem()),
+        write(dir.path(), "old.key", &key.serialize_pem()),
+    );
+    let _source = rampart_tls::start("expired-listener", &cfg).expect("start");
+    let e = rampart_tls::expiry::cert_expiries()
+        .into_iter()
+        .find(|e| e.listener == "expired-listener")
+        .expect("exported");
+    assert_eq!(e.not_after, 1_609_459_200);
+    assert!(rampart_tls::expiry::prometheus_lines()
+        .contains("rampart_tls_cert_not_after_seconds{listener=\"expired-listener\""));
+    let alarms = rampart_tls::alarms::active_alarms();
+    assert!(
+        alarms.iter().any(|a| a.listener == "expired-listener"
+            && a.kind == rampart_tls::alarms::AlarmKind::CertExpiring),
+        "{alarms:?}"
+    );
+}

@@ -327,6 +327,11 @@ impl AuthService {
             // Limits concurrent password verifications (CPU and argon2 memory).
             permits: verify_permits,
             dummy_hash: Arc::new(dummy_hash(&a.password_hash)),
+            verified: (a.verified_cache_secs > 0).then(|| {
+                Arc::new(backends::VerifiedCache::new(Duration::from_secs(
+                    a.verified_cache_secs,
+                )))
+            }),
         };
         let mut chain = Vec::new();
         for b in &a.backends {
@@ -421,7 +426,8 @@ impl AuthService {
     /// Appends the built-in per-client rules (store namespace [`users::CLIENT_ACL_NS`]) to
     /// an allowed identity. A store failure denies: missing deny rules must not widen access.
     async fn add_client_rules(&self, r: AuthResult) -> AuthResult {
-        let Some(store) = self.store.clone() else {
+        // Local-only mode allows everything anyway: no store read per CONNECT.
+        let Some(store) = self.store.clone().filter(|_| !self.authz.allow_all) else {
             return r;
         };
         let AuthResult::Allow(mut a) = r else {
@@ -480,7 +486,7 @@ impl AuthService {
                 Ok(Err(err)) => {
                     e.errors.fetch_add(1, Ordering::Relaxed);
                     self.metrics.backend_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(backend = %e.name, error = %err, client_id = %req.client_id, "auth backend failed: denying");
+                    warn!(backend = %e.name, error = %err, client_id = ?req.client_id, "auth backend failed: denying");
                     self.count(DenyKind::BackendError);
                     return AuthResult::deny(DenyKind::BackendError);
                 }
@@ -489,7 +495,7 @@ impl AuthService {
                     self.metrics
                         .backend_timeouts
                         .fetch_add(1, Ordering::Relaxed);
-                    warn!(backend = %e.name, timeout_ms = e.timeout.as_millis() as u64, client_id = %req.client_id, "auth backend timed out: denying");
+                    warn!(backend = %e.name, timeout_ms = e.timeout.as_millis() as u64, client_id = ?req.client_id, "auth backend timed out: denying");
                     self.count(DenyKind::Timeout);
                     return AuthResult::deny(DenyKind::Timeout);
                 }
@@ -557,7 +563,7 @@ impl AuthService {
     async fn fail(&self, req: &ConnectRequest<'_>, kind: DenyKind) -> AuthResult {
         let peer = req.conn.peer.ip();
         let delay = self.brute.failure(peer, req.username, Instant::now());
-        info!(%peer, listener = %req.conn.listener, client_id = %req.client_id, delay_ms = delay.as_millis() as u64, "login refused: bad credentials");
+        info!(%peer, listener = %req.conn.listener, client_id = ?req.client_id, delay_ms = delay.as_millis() as u64, "login refused: bad credentials");
         self.count(kind);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -700,7 +706,7 @@ impl AuthService {
         };
         self.registry.claim(&key, owner).map_err(|()| {
             self.count(DenyKind::ClientIdTaken);
-            info!(client_id = %id.client_id, "client id refused: in use by another identity");
+            info!(client_id = ?id.client_id, "client id refused: in use by another identity");
             let mut d = Denial::new(DenyKind::ClientIdTaken);
             if self.ownership_refusal == OwnershipRefusal::NotAuthorized {
                 d.reason = ReasonCode::NotAuthorized;

@@ -408,11 +408,54 @@ fn service_and_futures_are_send() {
     let c = conn("192.0.2.9:1");
     let r = req(&c, "x", Some("u"), Some(b"p"));
     send(svc.authenticate(&r));
-    let _ = tokio::runtime::Builder::new_current_thread().build().map(|rt| {
-        rt.block_on(async {
-            if let rampart_auth::AuthResult::Allow(a) = svc.authenticate(&r).await {
-                send(svc.authorizer(a.identity));
-            }
-        })
-    });
+    let _ = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map(|rt| {
+            rt.block_on(async {
+                if let rampart_auth::AuthResult::Allow(a) = svc.authenticate(&r).await {
+                    send(svc.authorizer(a.identity));
+                }
+            })
+        });
+}
+
+#[tokio::test]
+async fn verified_cache_skips_the_slow_hash_only_for_the_same_password() {
+    let store = memory_store();
+    // Default (slow) parameters, so that a hit is visibly faster than a verification.
+    let rec = UserRecord::with_password(b"pw", &PasswordHashConfig::default()).expect("hash");
+    let mut b = WriteBatch::new();
+    users::put_user(&mut b, "alice", &rec);
+    store
+        .write(b)
+        .try_result()
+        .expect("committed")
+        .expect("write");
+    let svc = service(
+        &format!("[auth]\nverified_cache_secs = 60\n{BUILTIN}"),
+        Some(store.clone()),
+    );
+    let c = conn("192.0.2.12:1");
+    let t = Instant::now();
+    allowed(login(&svc, &c, Some("alice"), Some("pw")).await);
+    let first = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..5 {
+        allowed(login(&svc, &c, Some("alice"), Some("pw")).await);
+    }
+    let cached = t.elapsed() / 5;
+    assert!(cached * 4 < first, "cached {cached:?} vs first {first:?}");
+    // A wrong password is never answered from the cache.
+    denied(login(&svc, &c, Some("alice"), Some("pW")).await);
+    // A changed password misses (the stored hash changed).
+    let rec = UserRecord::with_password(b"new", &cheap()).expect("hash");
+    let mut b = WriteBatch::new();
+    users::put_user(&mut b, "alice", &rec);
+    store
+        .write(b)
+        .try_result()
+        .expect("committed")
+        .expect("write");
+    denied(login(&svc, &c, Some("alice"), Some("pw")).await);
+    allowed(login(&svc, &c, Some("alice"), Some("new")).await);
 }

@@ -50,6 +50,11 @@ pub struct AuthConfig {
     /// Password verifications running at once (they are CPU- and memory-heavy by design).
     /// Default 4, range 1..=256. Worst case memory: this many x `password_hash.memory_kib`.
     pub max_concurrent_verifications: u32,
+    /// Seconds a successful password verification is remembered, so that a reconnect with
+    /// the same password skips the slow hash. Default 0 (off), range 0..=86400. The memory
+    /// then holds a keyed digest of recently used passwords (cheap to test guesses against
+    /// for someone who can read the broker's memory), at most 100000 entries of ~100 bytes.
+    pub verified_cache_secs: u64,
     pub password_hash: PasswordHashConfig,
     pub brute_force: BruteForceConfig,
     /// Refuse a client id held by a connected client of another identity. Default true.
@@ -65,6 +70,7 @@ impl Default for AuthConfig {
             backends: Vec::new(),
             timeout_ms: 5000,
             max_concurrent_verifications: 4,
+            verified_cache_secs: 0,
             password_hash: PasswordHashConfig::default(),
             brute_force: BruteForceConfig::default(),
             client_id_ownership: true,

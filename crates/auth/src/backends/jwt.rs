@@ -200,7 +200,7 @@ impl Jwt {
         let data = match jsonwebtoken::decode::<serde_json::Value>(token, &key, &self.validation) {
             Ok(d) => d,
             Err(e) => {
-                tracing::info!(client_id = %req.client_id, reason = %e, "JWT refused");
+                tracing::info!(client_id = ?req.client_id, reason = %e, "JWT refused");
                 return Ok(Answer::Deny);
             }
         };

@@ -27,6 +27,68 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     /// Unknown users are verified against this, so they cost what a known user costs.
     pub dummy_hash: Arc<String>,
+    /// `auth.verified_cache_secs`; `None` when off.
+    pub verified: Option<Arc<VerifiedCache>>,
+}
+
+/// Most remembered verifications; the table is cleared when full. ~100 bytes each.
+const MAX_VERIFIED: usize = 100_000;
+
+type Verified = ([u8; 32], std::time::Instant);
+
+/// Recently verified (hash, password) pairs, keyed and stored as HMACs under a per-process
+/// key, so that a reconnect with the same password skips the slow hash. A changed password
+/// changes the stored hash and therefore misses.
+pub(crate) struct VerifiedCache {
+    key: [u8; 32],
+    ttl: std::time::Duration,
+    /// HMAC(hash) -> (HMAC(hash, password), when verified).
+    map: parking_lot::Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+impl VerifiedCache {
+    pub(crate) fn new(ttl: std::time::Duration) -> VerifiedCache {
+        VerifiedCache {
+            key: rand::random(),
+            ttl,
+            map: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        use hmac::Mac;
+        let mut m = match hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) {
+            Ok(m) => m,
+            // HMAC takes keys of any length.
+            Err(_) => return [0; 32],
+        };
+        for p in parts {
+            m.update(&(p.len() as u64).to_be_bytes());
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    fn hit(&self, hash: &str, password: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let k = self.mac(&[hash.as_bytes()]);
+        let v = self.mac(&[hash.as_bytes(), password]);
+        let map = self.map.lock();
+        match map.get(&k) {
+            Some((stored, at)) if at.elapsed() < self.ttl => stored.ct_eq(&v).into(),
+            _ => false,
+        }
+    }
+
+    fn remember(&self, hash: &str, password: &[u8]) {
+        let k = self.mac(&[hash.as_bytes()]);
+        let v = self.mac(&[hash.as_bytes(), password]);
+        let mut map = self.map.lock();
+        if map.len() >= MAX_VERIFIED {
+            map.clear();
+        }
+        map.insert(k, (v, std::time::Instant::now()));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +187,11 @@ pub(crate) async fn verify(
     hash: Option<String>,
     password: &[u8],
 ) -> Result<bool, String> {
+    if let (Some(c), Some(h)) = (&shared.verified, &hash) {
+        if c.hit(h, password) {
+            return Ok(true);
+        }
+    }
     let _permit = shared
         .permits
         .acquire()
@@ -133,9 +200,16 @@ pub(crate) async fn verify(
     let known = hash.is_some();
     let hash = hash.unwrap_or_else(|| shared.dummy_hash.as_ref().clone());
     let pw = password.to_vec();
-    let ok = tokio::task::spawn_blocking(move || crate::hash::verify_password(&pw, &hash))
-        .await
-        .map_err(|e| format!("verification task: {e}"))?;
+    let cache = shared.verified.clone().filter(|_| known);
+    let ok = tokio::task::spawn_blocking(move || {
+        let ok = crate::hash::verify_password(&pw, &hash);
+        if let (true, Some(c)) = (ok, &cache) {
+            c.remember(&hash, &pw);
+        }
+        ok
+    })
+    .await
+    .map_err(|e| format!("verification task: {e}"))?;
     Ok(known && ok)
 }
 

@@ -13,6 +13,7 @@ pub(super) fn auth_section(cx: &mut Cx, mut r: Reader, listeners: &[ListenerConf
         1,
         256,
     );
+    let verified_cache_secs = r.range(cx, "verified_cache_secs", d.verified_cache_secs, 0, 86_400);
     let client_id_ownership = r.get(cx, "client_id_ownership", d.client_id_ownership);
     let ownership_refusal = r.enum_or(
         cx,
@@ -33,6 +34,7 @@ pub(super) fn auth_section(cx: &mut Cx, mut r: Reader, listeners: &[ListenerConf
         backends,
         timeout_ms,
         max_concurrent_verifications,
+        verified_cache_secs,
         password_hash,
         brute_force,
         client_id_ownership,

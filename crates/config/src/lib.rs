@@ -210,7 +210,7 @@ pub struct ListenerConfig {
 }
 
 /// An address range such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -235,6 +235,15 @@ impl IpNet {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| format!("\"{s}\": prefix length must be 0..={max}"))?,
             None => max,
+        };
+        // Host bits are cleared so that equal ranges compare and hash equal.
+        let addr = match addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+                u32::from(a) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0),
+            )),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+                u128::from(a) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0),
+            )),
         };
         Ok(IpNet { addr, prefix })
     }

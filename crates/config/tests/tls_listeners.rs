@@ -93,6 +93,11 @@ fn ip_net_edges() {
     let one = IpNet::parse("192.0.2.7").expect("net");
     assert_eq!(one.to_string(), "192.0.2.7/32");
     assert!(!one.contains("192.0.2.8".parse().expect("ip")));
+    assert_eq!(
+        IpNet::parse("10.1.2.3/8").expect("net"),
+        IpNet::parse("10.0.0.0/8").expect("net")
+    );
+    assert_eq!(IpNet::parse("2001:db8::7/32").expect("net").to_string(), "2001:db8::/32");
     assert!(IpNet::parse("not-an-ip").is_err());
     assert!(IpNet::parse("::/129").is_err());
 }

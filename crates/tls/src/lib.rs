@@ -17,6 +17,7 @@ pub mod ocsp;
 pub mod policy;
 pub mod reload;
 pub mod resolver;
+pub mod stats;
 pub mod verifier;
 
 pub use identity::{cert_identity, tls_info};

@@ -9,6 +9,7 @@ use crate::proxy;
 use crate::router::Router;
 use crate::transport::{accept_ws, Prefixed};
 use rampart_config::{ListenerConfig, ListenerKind};
+use rampart_tls::stats::{self, STATS};
 use rampart_tls::TlsSource;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,10 +161,12 @@ async fn connection(
                     prefix = rest;
                 }
                 Ok(Err(e)) => {
+                    stats::bump(&STATS.proxy_refused);
                     warn!(listener = %cfg.name, %peer, error = %e, "PROXY header refused");
                     return;
                 }
                 Err(_) => {
+                    stats::bump(&STATS.handshake_timeouts);
                     debug!(listener = %cfg.name, %peer, "no PROXY header within the handshake timeout");
                     return;
                 }
@@ -173,6 +176,7 @@ async fn connection(
             let mut first = [0u8; 1];
             match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
                 Ok(Ok(1)) if proxy::looks_like_proxy(first[0]) => {
+                    stats::bump(&STATS.proxy_refused);
                     warn!(listener = %cfg.name, %peer,
                         "PROXY header from a peer not in trusted_proxies: connection refused");
                     return;
@@ -196,16 +200,19 @@ async fn connection(
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
+                    stats::bump(&STATS.tls_failures);
                     debug!(listener = %cfg.name, peer = %client, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    stats::bump(&STATS.handshake_timeouts);
                     debug!(listener = %cfg.name, peer = %client, "TLS handshake timed out");
                     return;
                 }
             };
             let mut info = info;
             info.tls = Some(rampart_tls::tls_info(tls_stream.get_ref().1));
+            stats::bump(&STATS.tls_handshakes);
             if let Some(id) = info.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
                 debug!(listener = %cfg.name, peer = %client, subject = %id.subject_dn, "client certificate verified");
             }
@@ -237,9 +244,11 @@ async fn finish<S>(
         match upgraded {
             Ok(Ok(ws)) => serve_connection(ws, info, shared.router.clone(), shutdown).await,
             Ok(Err(e)) => {
+                stats::bump(&STATS.ws_refused);
                 debug!(listener = %cfg.name, peer = %info.peer, error = %e, "WebSocket upgrade refused")
             }
             Err(_) => {
+                stats::bump(&STATS.handshake_timeouts);
                 debug!(listener = %cfg.name, peer = %info.peer, "WebSocket upgrade timed out")
             }
         }

@@ -54,6 +54,8 @@ pub struct LaunchOpts {
     pub rumqttd_bin: String,
     /// Run the broker under `taskset -c 0`.
     pub pin: bool,
+    /// Append the permissive `[limits]` block to the built-in Rampart config.
+    pub rampart_limits: bool,
     /// Rampart storage backend for the persistence scenario.
     pub persist_storage: String,
     /// Server certificate and key for TLS listeners (generated once per run).
@@ -101,6 +103,60 @@ backend = "{storage}"
 [log]
 level = "warn"
 "#;
+
+/// Appended to the built-in template when the Rampart under test knows the `[limits]` section
+/// (probed with `rampart check-config`): the admission and publish-rate limits that protect a
+/// production broker would otherwise cap the load generator (1,000 msg/s per client, 1,000 new
+/// connections/s, 10,000 connections per /24), and Mosquitto has none of them. Overload
+/// protection is off for the same reason: it sheds QoS 0 when a tick runs late, which a broker
+/// pinned to a shared core may see.
+const RAMPART_LIMITS_BLOCK: &str = r#"
+[limits]
+accept_rate = 100000000
+accept_burst = 100000000
+per_address_rate = 100000000
+per_address_burst = 100000000
+per_address_max_connections = 10000000
+per_network_rate = 100000000
+per_network_burst = 100000000
+per_network_max_connections = 10000000
+flapping_max_connects = 10000
+publish_rate = 100000000
+publish_burst = 100000000
+publish_byte_rate = 4294967295
+publish_byte_burst = 4294967295
+overload_protection = false
+"#;
+
+/// True when this Rampart binary accepts the `[limits]` block (older builds refuse unknown
+/// sections, newer ones need it to be measured at all).
+pub fn rampart_knows_limits(bin: &Path) -> bool {
+    let Ok(dir) = temp_dir(Kind::Rampart) else {
+        return false;
+    };
+    let conf = dir.join("probe.toml");
+    let text = fill(
+        &format!("{RAMPART_TEMPLATE}{RAMPART_LIMITS_BLOCK}"),
+        &[
+            ("data_dir", dir.join("data").display().to_string()),
+            ("port", "1".into()),
+            ("storage", "memory".into()),
+        ],
+    );
+    let ok = fs::write(&conf, text).is_ok()
+        && private(&conf).is_ok()
+        && Command::new(bin)
+            .arg("check-config")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    fs::remove_dir_all(&dir).ok();
+    ok
+}
 
 /// Appended to the built-in template when a scenario needs TLS.
 const RAMPART_TLS_BLOCK: &str = r#"
@@ -266,11 +322,22 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
             let builtin;
             let template = match o.rampart_template.as_deref() {
                 Some(t) => t,
-                None if needs.tls && o.cert.is_some() => {
-                    builtin = format!("{RAMPART_TEMPLATE}{RAMPART_TLS_BLOCK}");
+                None => {
+                    builtin = format!(
+                        "{RAMPART_TEMPLATE}{}{}",
+                        if o.rampart_limits {
+                            RAMPART_LIMITS_BLOCK
+                        } else {
+                            ""
+                        },
+                        if needs.tls && o.cert.is_some() {
+                            RAMPART_TLS_BLOCK
+                        } else {
+                            ""
+                        }
+                    );
                     &builtin
                 }
-                None => RAMPART_TEMPLATE,
             };
             let (cert, key) = o
                 .cert

@@ -323,7 +323,21 @@ fn compare(rt: &tokio::runtime::Runtime, c: CompareArgs) -> Result<()> {
         }
         None => None,
     };
+    let rampart_limits = kinds.contains(&Kind::Rampart)
+        && c.rampart_template.is_none()
+        && broker::rampart_knows_limits(&c.rampart_bin);
+    if kinds.contains(&Kind::Rampart) && c.rampart_template.is_none() {
+        eprintln!(
+            "rampart config: {}",
+            if rampart_limits {
+                "permissive [limits] block added"
+            } else {
+                "this build has no [limits] section"
+            }
+        );
+    }
     let launch = LaunchOpts {
+        rampart_limits,
         rampart_bin: c.rampart_bin.clone(),
         rampart_template,
         mosquitto_bin: c.mosquitto_bin.clone(),

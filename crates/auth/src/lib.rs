@@ -280,6 +280,9 @@ struct Authz {
     /// Bumped whenever rules change; cached decisions of an older generation are dropped.
     generation: AtomicU64,
     file_stamp: parking_lot::Mutex<Option<(SystemTime, u64)>>,
+    http: Option<AclHttp>,
+    /// Errors and timeouts of the http source (each denied).
+    http_errors: AtomicU64,
 }
 
 /// The authentication chain and the authorization sources of one broker.
@@ -354,6 +357,25 @@ impl AuthService {
             file_rules: RwLock::new(Arc::new(Vec::new())),
             generation: AtomicU64::new(0),
             file_stamp: parking_lot::Mutex::new(None),
+            http: match &cfg.acl.http_url {
+                Some(url) => match reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                {
+                    Ok(client) => Some(AclHttp {
+                        client,
+                        url: url.clone(),
+                        timeout: Duration::from_millis(cfg.acl.http_timeout_ms),
+                    }),
+                    Err(e) => {
+                        errors.push(format!("acl.http_url: HTTP client: {e}"));
+                        None
+                    }
+                },
+                None => None,
+            },
+            http_errors: AtomicU64::new(0),
         });
         let svc = AuthService {
             chain,
@@ -793,37 +815,147 @@ impl AuthService {
     pub fn authorize(&self, identity: &Identity, req: &Request<'_>) -> Decision {
         self.authz.decide(identity, req)
     }
+
+    /// [`AuthService::authorize`] including the "http" source.
+    pub async fn authorize_async(&self, identity: &Identity, req: &Request<'_>) -> Decision {
+        self.authz.decide_async(identity, req).await
+    }
+
+    /// True when `acl.sources` contains "http": the connection path must then use
+    /// [`ClientAuthz::authorize_async`] (the sync call denies where it would have to ask).
+    pub fn authorization_needs_async(&self) -> bool {
+        self.authz.cfg.sources.contains(&AclSource::Http)
+    }
+
+    /// Errors and timeouts of the ACL http source.
+    pub fn acl_http_errors(&self) -> u64 {
+        self.authz.http_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a decision got to without awaiting anything.
+enum Step {
+    Decided(Decision),
+    /// The source at this index is the HTTP one: ask it, then go on after it if it ignores.
+    AskHttp(usize),
 }
 
 impl Authz {
+    /// The synchronous decision: an "http" source that would have to be asked denies (fail
+    /// closed); use the async path when [`AuthService::authorization_needs_async`].
     fn decide(&self, id: &Identity, req: &Request<'_>) -> Decision {
+        match self.step(id, req, 0) {
+            Step::Decided(d) => d,
+            Step::AskHttp(_) => Decision::Deny,
+        }
+    }
+
+    async fn decide_async(&self, id: &Identity, req: &Request<'_>) -> Decision {
+        let mut from = 0;
+        loop {
+            match self.step(id, req, from) {
+                Step::Decided(d) => return d,
+                Step::AskHttp(i) => match self.ask_http(id, req).await {
+                    Some(p) => {
+                        return match p {
+                            Permission::Allow => Decision::Allow,
+                            Permission::Deny => Decision::Deny,
+                        }
+                    }
+                    None => from = i + 1,
+                },
+            }
+        }
+    }
+
+    fn step(&self, id: &Identity, req: &Request<'_>, from: usize) -> Step {
         if self.allow_all || id.superuser {
-            return Decision::Allow;
+            return Step::Decided(Decision::Allow);
         }
         let topic = match req.action {
             Action::Subscribe => acl::unshare(req.topic),
             Action::Publish => req.topic,
         };
         let req = Request { topic, ..*req };
-        for source in &self.cfg.sources {
+        for (i, source) in self.cfg.sources.iter().enumerate().skip(from) {
             let hit = match source {
                 AclSource::Identity => id.acl.iter().find_map(|r| r.check(id, &req)),
                 AclSource::File => {
                     let rules = self.file_rules.read().clone();
                     rules.iter().find_map(|r| r.check(id, &req))
                 }
+                AclSource::Http => return Step::AskHttp(i),
             };
             match hit {
-                Some(Permission::Allow) => return Decision::Allow,
-                Some(Permission::Deny) => return Decision::Deny,
+                Some(Permission::Allow) => return Step::Decided(Decision::Allow),
+                Some(Permission::Deny) => return Step::Decided(Decision::Deny),
                 None => {}
             }
         }
-        match self.cfg.no_match {
+        Step::Decided(match self.cfg.no_match {
             NoMatch::Allow => Decision::Allow,
             NoMatch::Deny => Decision::Deny,
+        })
+    }
+
+    /// `Some(permission)`, or `None` when the server ignores. Errors and timeouts deny.
+    async fn ask_http(&self, id: &Identity, req: &Request<'_>) -> Option<Permission> {
+        let Some(h) = &self.http else {
+            return Some(Permission::Deny);
+        };
+        let body = serde_json::json!({
+            "username": id.username,
+            "clientid": id.client_id,
+            "peerhost": id.peer.to_canonical().to_string(),
+            "listener": &*id.listener,
+            "cert_common_name": id.cert.as_ref().and_then(|c| c.common_name.clone()),
+            "action": match req.action { Action::Publish => "publish", Action::Subscribe => "subscribe" },
+            "topic": req.topic,
+            "qos": req.qos,
+            "retain": req.retain,
+        });
+        let call = async {
+            let resp = h
+                .client
+                .post(&h.url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| format!("request: {}", e.without_url()))?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status().as_u16()));
+            }
+            let bytes = backends::read_capped(resp, 64 * 1024).await?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| format!("answer is not JSON: {e}"))?;
+            match v.get("result").and_then(|r| r.as_str()) {
+                Some("allow") => Ok(Some(Permission::Allow)),
+                Some("deny") => Ok(Some(Permission::Deny)),
+                Some("ignore") => Ok(None),
+                _ => Err("answer without result allow/deny/ignore".to_string()),
+            }
+        };
+        match tokio::time::timeout(h.timeout, call).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                self.http_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, client_id = ?id.client_id, "ACL http source failed: denying");
+                Some(Permission::Deny)
+            }
+            Err(_) => {
+                self.http_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(client_id = ?id.client_id, "ACL http source timed out: denying");
+                Some(Permission::Deny)
+            }
         }
     }
+}
+
+/// The "http" authorization source.
+struct AclHttp {
+    client: reqwest::Client,
+    url: String,
+    timeout: Duration,
 }
 
 type CacheKey = (Action, u8, bool, String);
@@ -861,25 +993,51 @@ impl ClientAuthz {
     /// The decision for a PUBLISH (topic name) or one SUBSCRIBE filter. `now` is passed in
     /// so that tests control the cache's clock.
     pub fn authorize(&mut self, req: &Request<'_>, now: Instant) -> Decision {
+        if let Some(d) = self.cached_decision(req, now) {
+            return d;
+        }
+        let d = self.authz.decide(&self.identity, req);
+        self.remember(req, d, now);
+        d
+    }
+
+    /// [`ClientAuthz::authorize`] including the "http" source (awaited only on a cache miss
+    /// that reaches it).
+    pub async fn authorize_async(&mut self, req: &Request<'_>, now: Instant) -> Decision {
+        if let Some(d) = self.cached_decision(req, now) {
+            return d;
+        }
+        let d = self.authz.decide_async(&self.identity, req).await;
+        self.remember(req, d, now);
+        d
+    }
+
+    fn cached_decision(&mut self, req: &Request<'_>, now: Instant) -> Option<Decision> {
         let generation = self.authz.generation.load(Ordering::Acquire);
         if generation != self.generation {
             self.cache.clear();
             self.generation = generation;
         }
         let ttl = Duration::from_secs(self.authz.cfg.cache_ttl_secs);
-        let key: CacheKey = (req.action, req.qos, req.retain, req.topic.to_string());
-        if !ttl.is_zero() {
-            if let Some((d, at)) = self.cache.get(&key) {
-                if now.saturating_duration_since(*at) < ttl {
-                    self.metrics
-                        .authz_cache_hits
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.count(*d);
-                    return *d;
-                }
-            }
+        if ttl.is_zero() {
+            return None;
         }
-        let d = self.authz.decide(&self.identity, req);
+        let key: CacheKey = (req.action, req.qos, req.retain, req.topic.to_string());
+        let (d, at) = self.cache.get(&key)?;
+        if now.saturating_duration_since(*at) >= ttl {
+            return None;
+        }
+        let d = *d;
+        self.metrics
+            .authz_cache_hits
+            .fetch_add(1, Ordering::Relaxed);
+        self.count(d);
+        Some(d)
+    }
+
+    fn remember(&mut self, req: &Request<'_>, d: Decision, now: Instant) {
+        let ttl = Duration::from_secs(self.authz.cfg.cache_ttl_secs);
+        let key: CacheKey = (req.action, req.qos, req.retain, req.topic.to_string());
         if !ttl.is_zero() {
             if self.cache.len() >= self.authz.cfg.cache_max_entries as usize {
                 // Simple and bounded: a client cycling through many topics just recomputes.
@@ -888,7 +1046,6 @@ impl ClientAuthz {
             self.cache.insert(key, (d, now));
         }
         self.count(d);
-        d
     }
 
     fn count(&self, d: Decision) {

@@ -534,3 +534,122 @@ async fn https_backend_verifies_the_server_certificate() {
         DenyKind::BackendError
     );
 }
+
+#[tokio::test]
+async fn acl_http_source_in_order_with_fail_closed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let app = Router::new().route(
+        "/acl",
+        post(move |Json(body): Json<Value>| {
+            let calls = c2.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let topic = body["topic"].as_str().unwrap_or("").to_string();
+                let who_ok = body["username"] == "alice"
+                    && body["clientid"] == "c1"
+                    && body["action"] == "publish";
+                if topic.starts_with("slow") {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                let result = if !who_ok {
+                    "deny"
+                } else if topic.starts_with("allowed/") {
+                    "allow"
+                } else if topic.starts_with("denied/") {
+                    "deny"
+                } else {
+                    "ignore"
+                };
+                Json(json!({ "result": result }))
+            }
+        }),
+    );
+    let port = serve(app).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let acl = dir.path().join("acl.conf");
+    std::fs::write(
+        &acl,
+        "allow all publish fallback/#\nallow all publish denied/by-file\n",
+    )
+    .expect("write");
+    let svc = service(
+        &format!(
+            "[acl]\nsources = [\"http\", \"file\"]\nfile = \"{}\"\nhttp_url = \"http://127.0.0.1:{port}/acl\"\nhttp_timeout_ms = 300\n",
+            acl.display()
+        ),
+        None,
+    );
+    assert!(svc.authorization_needs_async());
+    let id = Arc::new(rampart_auth::Identity {
+        username: Some("alice".into()),
+        client_id: "c1".into(),
+        peer: "192.0.2.24".parse().expect("ip"),
+        listener: Arc::from("local"),
+        cert: None,
+        superuser: false,
+        groups: Vec::new(),
+        acl: Vec::new(),
+        expires_at: None,
+        backend: "test".into(),
+        auth_method: None,
+    });
+    let mut authz = svc.authorizer(id.clone());
+    let p = |topic| Request {
+        action: Action::Publish,
+        topic,
+        qos: 0,
+        retain: false,
+    };
+    let now = std::time::Instant::now();
+    assert_eq!(
+        authz.authorize_async(&p("allowed/x"), now).await,
+        Decision::Allow
+    );
+    // The http source comes first: its deny wins over the file's allow.
+    assert_eq!(
+        authz.authorize_async(&p("denied/by-file"), now).await,
+        Decision::Deny
+    );
+    // Ignore: the file is asked next, then the final deny.
+    assert_eq!(
+        authz.authorize_async(&p("fallback/y"), now).await,
+        Decision::Allow
+    );
+    assert_eq!(
+        authz.authorize_async(&p("other"), now).await,
+        Decision::Deny
+    );
+    // Cached: no second request.
+    let before = calls.load(Ordering::SeqCst);
+    assert_eq!(
+        authz.authorize_async(&p("allowed/x"), now).await,
+        Decision::Allow
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), before);
+    // Slow: the timeout denies, and it is counted.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        authz.authorize_async(&p("slow/x"), now).await,
+        Decision::Deny
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(svc.acl_http_errors(), 1);
+    // The sync path cannot ask: it denies where it would have to.
+    assert_eq!(
+        authz.authorize(&p("allowed/never-cached"), now),
+        Decision::Deny
+    );
+
+    // Down: denies.
+    let dead = dead_port();
+    let svc = service(
+        &format!("[acl]\nsources = [\"http\"]\nhttp_url = \"http://127.0.0.1:{dead}/acl\"\n"),
+        None,
+    );
+    assert_eq!(
+        svc.authorize_async(&id, &p("allowed/x")).await,
+        Decision::Deny
+    );
+    assert_eq!(svc.acl_http_errors(), 1);
+}

@@ -335,6 +335,13 @@ pub struct AclConfig {
     pub reload_check_secs: u64,
     /// Disconnect a client whose publish is denied (instead of answering 0x87 / dropping).
     pub disconnect_on_deny: bool,
+    /// The "http" source: https (or http to loopback) endpoint asked with a JSON body
+    /// {username, clientid, peerhost, action, topic, qos, retain}; it answers
+    /// {"result": "allow" | "deny" | "ignore"}. An error or timeout denies.
+    pub http_url: Option<String>,
+    /// Upper bound on one http decision, ms. Default 2000, range 10..=60000. Worst case: a
+    /// publish or subscribe waits this long on a cache miss.
+    pub http_timeout_ms: u64,
 }
 
 impl Default for AclConfig {
@@ -347,6 +354,8 @@ impl Default for AclConfig {
             cache_max_entries: 256,
             reload_check_secs: 5,
             disconnect_on_deny: false,
+            http_url: None,
+            http_timeout_ms: 2000,
         }
     }
 }
@@ -355,6 +364,8 @@ impl Default for AclConfig {
 pub enum AclSource {
     Identity,
     File,
+    /// Ask `acl.http_url` per decision (cached like every decision).
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -242,6 +242,7 @@ fn describe_auth(w: &mut String, c: &Config) {
         .map(|s| match s {
             AclSource::Identity => "identity",
             AclSource::File => "file",
+            AclSource::Http => "http",
         })
         .collect();
     let file = l

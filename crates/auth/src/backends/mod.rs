@@ -15,6 +15,7 @@ use crate::users::{self, UserRecord};
 use crate::{ConnectRequest, Entry};
 
 mod http;
+pub(crate) use http::read_capped;
 mod jwt;
 mod ldap;
 mod redis;

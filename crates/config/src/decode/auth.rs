@@ -534,11 +534,12 @@ pub(super) fn acl_section(cx: &mut Cx, mut r: Reader) -> AclConfig {
             match s.as_str() {
                 "identity" => sources.push(AclSource::Identity),
                 "file" => sources.push(AclSource::File),
+                "http" => sources.push(AclSource::Http),
                 other => r.cross(
                     cx,
                     "sources",
                     format!(
-                        "expected \"identity\" or \"file\", found \"{}\"",
+                        "expected \"identity\", \"file\" or \"http\", found \"{}\"",
                         clip(other)
                     ),
                 ),
@@ -551,6 +552,11 @@ pub(super) fn acl_section(cx: &mut Cx, mut r: Reader) -> AclConfig {
     if r.has("sources") && sources.contains(&AclSource::File) && file.is_none() {
         r.cross(cx, "sources", "\"file\" needs acl.file".to_string());
     }
+    let http_url = r.opt_parse(cx, "http_url", |s| secure_url(s, "https", "http"));
+    if sources.contains(&AclSource::Http) && http_url.is_none() && !r.has("http_url") {
+        r.cross(cx, "sources", "\"http\" needs acl.http_url".to_string());
+    }
+    let http_timeout_ms = r.range(cx, "http_timeout_ms", d.http_timeout_ms, 10, 60_000);
     let out = AclConfig {
         sources,
         file,
@@ -564,6 +570,8 @@ pub(super) fn acl_section(cx: &mut Cx, mut r: Reader) -> AclConfig {
         cache_max_entries: r.range(cx, "cache_max_entries", d.cache_max_entries, 1, 65_536),
         reload_check_secs: r.range(cx, "reload_check_secs", d.reload_check_secs, 1, 3600),
         disconnect_on_deny: r.get(cx, "disconnect_on_deny", d.disconnect_on_deny),
+        http_url,
+        http_timeout_ms,
     };
     r.finish(cx);
     out

@@ -22,6 +22,10 @@ if ! have "$py" || ! "$py" -m pip --version >/dev/null 2>&1; then
     apt_pkgs+=(python3 python3-pip)
 fi
 apt_ensure "${apt_pkgs[@]}"
+# Real servers for the authentication backends' tests (PostgreSQL, MariaDB, Redis, slapd).
+# shellcheck source=lib/auth-services.sh
+. "$here/lib/auth-services.sh"
+auth_services_install
 py=$(python_bin)
 
 # Debian's mosquitto package enables a system service; the tests start their own instances on

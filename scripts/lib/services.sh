@@ -2,6 +2,9 @@
 # scripts/test.sh, which calls start_services before the tests and stop_services on exit.
 # shellcheck shell=bash
 
+# shellcheck source=auth-services.sh
+. "$(dirname "${BASH_SOURCE[0]}")/auth-services.sh"
+
 # Pids and commands that stop_services must undo, newest last.
 _service_stops=()
 
@@ -11,7 +14,8 @@ start_services() {
     # bounded wait, exporting its address for the tests (RAMPART_TEST_PG_URL=...), and pushing
     # its stop command:  _service_stops+=("pg_ctlcluster 15 rampart-test stop")
     # ==========================================================================================
-    :
+    auth_services_start
+    _service_stops+=("auth_services_stop")
 }
 
 stop_services() {

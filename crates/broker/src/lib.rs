@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod limits;
 pub mod listener;
 pub mod message;
 pub mod metrics;
@@ -112,6 +113,9 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
     info!(max_connections = max_total, "starting");
     let live = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
+    // Admission, bans and overload state (issue 6); the banned list comes from the store.
+    let limits = limits::Limits::new(&cfg.limits, store.clone());
+    tasks.push(limits.spawn_monitor(shutdown.clone()));
     // Bind everything first so that a bad address fails start-up, not a later accept.
     let mut bound = Vec::new();
     for l in &cfg.listeners {
@@ -131,6 +135,7 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
             router.clone(),
             live.clone(),
             max_total,
+            limits.clone(),
             shutdown.clone(),
         )));
     }

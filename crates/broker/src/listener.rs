@@ -73,6 +73,7 @@ pub async fn run(
     router: Arc<Router>,
     live: Arc<AtomicUsize>,
     max_total: usize,
+    limits: Arc<crate::limits::Limits>,
     shutdown: watch::Receiver<bool>,
 ) {
     let Bound {
@@ -112,7 +113,32 @@ pub async fn run(
                 continue;
             }
         };
-        // Admission first: a refused connection costs no handshake work.
+        // Admission first: a refused connection costs no handshake work. Rates, per-source
+        // caps, address bans and overload (counted and logged by `limits`) come before the
+        // global caps so that a flood from one source cannot use up the global slots.
+        let now = std::time::Instant::now();
+        let proxied = shared.cfg.proxy_protocol
+            && shared
+                .cfg
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(peer.ip()));
+        let admission = if proxied {
+            limits.admit_proxied(&shared.name, peer.ip(), now)
+        } else {
+            limits.admit(&shared.name, peer.ip(), now)
+        };
+        let admitted = match admission {
+            Ok(g) => g,
+            Err(_) => {
+                router
+                    .metrics
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            }
+        };
         if live.fetch_add(1, Ordering::AcqRel) >= max_total
             || per_listener.fetch_add(1, Ordering::AcqRel) >= listener_cap
         {
@@ -130,7 +156,11 @@ pub async fn run(
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let guard = (ConnGuard(live.clone()), ConnGuard(per_listener.clone()));
+        let guard = (
+            ConnGuard(live.clone()),
+            ConnGuard(per_listener.clone()),
+            admitted,
+        );
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

@@ -15,6 +15,10 @@ use rampart_auth::users::{self, UserRecord};
 use rampart_config::{Config, PasswordHashConfig};
 use rampart_store::{RedbStore, Store, StoreOptions, WriteBatch};
 
+// `ctl banned` lives beside this file; declared here so that main.rs need not change.
+#[path = "banned.rs"]
+mod banned;
+
 #[derive(Subcommand, Debug)]
 pub enum AuthCommand {
     /// Print an argon2id hash of a password (for a SQL table or a password file).
@@ -57,6 +61,11 @@ pub enum CtlCommand {
         clear: bool,
         #[command(flatten)]
         target: Target,
+    },
+    /// The banned list: client ids, usernames, addresses and networks refused with 0x8A.
+    Banned {
+        #[command(subcommand)]
+        command: banned::BannedCommand,
     },
 }
 
@@ -134,6 +143,9 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
                     target,
                 },
         } => client_acl(&client_id, acl, clear, &target),
+        AuthCommand::Ctl {
+            command: CtlCommand::Banned { command },
+        } => banned::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

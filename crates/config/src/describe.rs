@@ -58,6 +58,17 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
             ", max_connections = {cap}, proxy_protocol = {}{plain}",
             l.proxy_protocol
         );
+        if l.proxy_protocol {
+            let nets: Vec<String> = l.trusted_proxies.iter().map(ToString::to_string).collect();
+            let _ = writeln!(w, "    trusted_proxies = {}", nets.join(","));
+        }
+        if !l.ws_allowed_origins.is_empty() {
+            let _ = writeln!(
+                w,
+                "    ws_allowed_origins = {}",
+                l.ws_allowed_origins.join(",")
+            );
+        }
         if let Some(t) = &l.tls {
             let ca = t
                 .ca_file
@@ -87,6 +98,29 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
                 t.client_auth.as_str(),
                 t.min_version.as_str(),
                 t.verify_depth,
+            );
+            let groups = if t.groups.is_empty() {
+                "library defaults (X25519, secp256r1, secp384r1)".to_string()
+            } else {
+                t.groups.join(",")
+            };
+            let _ = writeln!(
+                w,
+                "    tls: groups = {groups}, handshake_timeout_secs = {}, sni_certs = {}, \
+                 crl_expired = {}, crl_fetch = {}, ocsp_stapling = {}{}, reload_poll_secs = {}",
+                t.handshake_timeout_secs,
+                t.sni_cert_files.len(),
+                match t.crl_expired {
+                    CrlExpired::Deny => "deny",
+                    CrlExpired::Allow => "allow",
+                },
+                t.crl_fetch,
+                t.ocsp_stapling,
+                t.ocsp_url
+                    .as_ref()
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default(),
+                t.reload_poll_secs,
             );
         }
     }

@@ -47,7 +47,9 @@ def test_ws_pub_sub_with_tcp_peer(ws_broker):
     try:
         ws.connect()
         tcp.connect()
-        ws.subscribe("w/t", qos=1)
+        # QoS 0 to the WebSocket client: its loop thread then never writes (a PUBACK) while
+        # the test thread publishes on the same connection (paho is not thread-safe there).
+        ws.subscribe("w/t", qos=0)
         tcp.publish("w/t", b"from-tcp", qos=1)
         assert ws.expect_message().payload == b"from-tcp"
         tcp.subscribe("w/back", qos=1)

@@ -22,15 +22,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 /// Stop pulling from the session queue once this much encoded output is waiting for the
 /// socket: the queue (with its caps) is the place where a slow subscriber's backlog lives,
 /// not an unbounded write buffer.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Bytes requested per read. Large reads amortise syscalls under load; the buffer is
-/// released when a connection goes idle so that idle connections stay small.
+/// Bytes requested per read adapt between these: a read that fills the buffer doubles the
+/// next one (large reads amortise syscalls under load), a mostly empty one halves it, so an
+/// idle connection holds a few hundred bytes rather than a burst-sized buffer.
+const MIN_READ: usize = 256;
+const MAX_READ: usize = 64 * 1024;
+/// Room asked for while reading what a client sent before a takeover.
 const READ_CHUNK: usize = 8 * 1024;
 /// Deliveries taken from the queue per lock acquisition.
 const DRAIN_BATCH: usize = 256;
@@ -124,10 +128,11 @@ pub async fn serve_connection<S>(
         }
     };
 
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-    let mut conn = match Conn::accept(
-        &router, *connect, &info, control_tx, &mut rd, &mut wr, &mut rbuf,
-    )
+    // Boxed: CONNECT handling (authentication backends included) has large futures that an
+    // idle connection's task must not carry for its whole life.
+    let mut conn = match Box::pin(Conn::accept(
+        &router, *connect, &info, &mut rd, &mut wr, &mut rbuf,
+    ))
     .await
     {
         Some(c) => c,
@@ -137,17 +142,12 @@ pub async fn serve_connection<S>(
         .metrics
         .clients_connected
         .fetch_add(1, Ordering::Relaxed);
-    let close = conn
-        .run(&mut rd, &mut wr, rbuf, &mut control_rx, &mut shutdown)
-        .await;
+    let close = conn.run(&mut rd, &mut wr, rbuf, &mut shutdown).await;
     router
         .metrics
         .clients_connected
         .fetch_sub(1, Ordering::Relaxed);
-    conn.finish(close, &mut wr).await;
-    // Kept open until the session is parked: a newcomer that asked to take over while we
-    // were finishing learns we are done when this closes, and finds the session parked.
-    drop(control_rx);
+    Box::pin(conn.finish(close, &mut wr)).await;
 }
 
 /// Protocol level of a (possibly malformed) CONNECT at the front of `buf`, if readable.
@@ -203,7 +203,8 @@ struct Conn {
     client_max_packet: u32,
     /// Inbound topic aliases; at most `topic_alias_maximum` entries ([MQTT-3.3.2-9]).
     aliases: HashMap<u16, ByteString>,
-    will: Option<Will>,
+    /// Boxed: most clients have none, and a will with its properties is large.
+    will: Option<Box<Will>>,
     will_delay: u32,
     counts: crate::metrics::LocalCounts,
     batch: Vec<Delivery>,
@@ -238,7 +239,6 @@ impl Conn {
         router: &Arc<Router>,
         c: Connect,
         info: &ConnInfo,
-        control: mpsc::UnboundedSender<Control>,
         rd: &mut R,
         wr: &mut W,
         rbuf: &mut BytesMut,
@@ -351,12 +351,21 @@ impl Conn {
                     continue;
                 }
                 match &slot.conn {
-                    Some(old) => Some((old.id, old.control.clone())),
+                    Some(old) => {
+                        let old_id = old.id;
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        session.post(
+                            &mut slot,
+                            old_id,
+                            Control::TakeOver {
+                                session_ends: c.clean_start,
+                                done: tx,
+                            },
+                        );
+                        Some((old_id, rx))
+                    }
                     None => {
-                        slot.conn = Some(ConnHandle {
-                            id: conn_id,
-                            control: control.clone(),
-                        });
+                        slot.conn = Some(ConnHandle { id: conn_id });
                         slot.generation += 1;
                         None
                     }
@@ -364,20 +373,12 @@ impl Conn {
             };
             match old {
                 None => break,
-                Some((old_id, old_control)) => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let sent = old_control
-                        .send(Control::TakeOver {
-                            session_ends: c.clean_start,
-                            done: tx,
-                        })
+                Some((old_id, rx)) => {
+                    // Ok when it parked the session for us or finished on its own (it answers
+                    // or drops the request after detaching); a timeout means it is stuck.
+                    let answered = tokio::time::timeout(Duration::from_secs(5), rx)
+                        .await
                         .is_ok();
-                    // Ok(Ok) when it parked the session for us; Ok(Err) when it ended on its
-                    // own (and detached first); a timeout means it is stuck.
-                    let answered = sent
-                        && tokio::time::timeout(Duration::from_secs(5), rx)
-                            .await
-                            .is_ok();
                     if !answered {
                         // The old task is gone or stuck: detach it by force.
                         let mut slot = session.slot.lock();
@@ -504,7 +505,7 @@ impl Conn {
             ),
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
             aliases: HashMap::new(),
-            will: c.will,
+            will: c.will.map(Box::new),
             will_delay,
             counts: Default::default(),
             batch: Vec::new(),
@@ -575,7 +576,7 @@ impl Conn {
         if self.persistent() {
             b.put_session(crate::persist::session_record(
                 &self.state,
-                self.will.as_ref(),
+                self.will.as_deref(),
                 self.will_delay,
                 disconnected,
             ));
@@ -758,7 +759,6 @@ impl Conn {
         rd: &mut R,
         wr: &mut W,
         mut rbuf: BytesMut,
-        control: &mut mpsc::UnboundedReceiver<Control>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Close
     where
@@ -775,51 +775,63 @@ impl Conn {
         tokio::pin!(idle);
         let expiry = sleep_until_opt(self.credential_expiry.map(tokio::time::Instant::from_std));
         tokio::pin!(expiry);
+        let mut read_size = MIN_READ;
+        let mut needs_flush = false;
         loop {
+            if let Some(Control::TakeOver { session_ends, done }) =
+                self.session.take_request(self.conn_id)
+            {
+                // What the client sent before the newcomer arrived (a DISCONNECT that ends
+                // the session, say) is handled first.
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::ZERO, rd.read_buf(&mut rbuf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Err(close) = self.on_readable(&mut rbuf) {
+                        self.takeover_done = Some(done);
+                        return close;
+                    }
+                    if rbuf.capacity() - rbuf.len() < 1024 {
+                        rbuf.reserve(READ_CHUNK);
+                    }
+                }
+                self.park_for_takeover();
+                // The new connection must not wait for our socket to drain: reply first.
+                let _ = done.send(());
+                return Close::TakenOver { session_ends };
+            }
             self.drain_queue();
             if self.counts.is_dirty() {
                 self.counts.flush(&self.router.metrics);
             }
-            if rbuf.is_empty() && rbuf.capacity() > READ_CHUNK * 4 {
+            if rbuf.is_empty() && rbuf.capacity() > read_size * 2 {
                 // Give back a buffer grown by a burst.
                 rbuf = BytesMut::new();
             }
-            if rbuf.capacity() - rbuf.len() < 1024 {
-                rbuf.reserve(READ_CHUNK);
+            if rbuf.capacity() - rbuf.len() < read_size {
+                rbuf.reserve(read_size);
             }
+            let asked = rbuf.capacity() - rbuf.len();
             let writing = !self.out.is_empty();
             let gating = !self.gated.is_empty();
+            // TLS and WebSocket layers may hold the tail of a burst until flushed.
+            let flushing = needs_flush && !writing;
             tokio::select! {
                 biased;
-                ctl = control.recv() => match ctl {
-                    Some(Control::TakeOver { session_ends, done }) => {
-                        // What the client sent before the newcomer arrived (a DISCONNECT that
-                        // ends the session, say) is handled first.
-                        while let Ok(Ok(n)) =
-                            tokio::time::timeout(Duration::ZERO, rd.read_buf(&mut rbuf)).await
-                        {
-                            if n == 0 {
-                                break;
-                            }
-                            if let Err(close) = self.on_readable(&mut rbuf) {
-                                self.takeover_done = Some(done);
-                                return close;
-                            }
-                            if rbuf.capacity() - rbuf.len() < 1024 {
-                                rbuf.reserve(READ_CHUNK);
-                            }
-                        }
-                        self.park_for_takeover();
-                        // The new connection must not wait for our socket to drain: reply first.
-                        let _ = done.send(());
-                        return Close::TakenOver { session_ends };
-                    }
-                    None => return Close::Io,
-                },
                 _ = shutdown.changed() => return Close::Shutdown,
-                r = wr.write(&self.out), if writing => match r {
-                    Ok(0) | Err(_) => return Close::Io,
-                    Ok(n) => {
+                r = async {
+                    if writing {
+                        wr.write(&self.out).await.map(Some)
+                    } else {
+                        wr.flush().await.map(|()| None)
+                    }
+                }, if writing || flushing => match r {
+                    Ok(None) => needs_flush = false,
+                    Ok(Some(0)) | Err(_) => return Close::Io,
+                    Ok(Some(n)) => {
+                        needs_flush = true;
                         self.counts.bytes_sent += n as u64;
                         self.out.advance(n);
                         if self.out.is_empty() {
@@ -835,6 +847,11 @@ impl Conn {
                     Ok(n) => {
                         self.counts.bytes_received += n as u64;
                         self.last_rx = Instant::now();
+                        if n >= asked {
+                            read_size = (read_size * 2).min(MAX_READ);
+                        } else if n < read_size / 4 {
+                            read_size = (read_size / 2).max(MIN_READ);
+                        }
                         if let Err(close) = self.on_readable(&mut rbuf) {
                             return close;
                         }
@@ -1400,11 +1417,28 @@ impl Conn {
     /// Tell the client why (v5), flush, handle the will and detach the session.
     async fn finish<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
         let done = self.takeover_done.take();
+        let session = self.session.clone();
+        let conn_id = self.conn_id;
         self.finish_inner(close, wr).await;
-        // Only now may a waiting newcomer look at the session.
+        // Only now may a waiting newcomer look at the session: answer it, or one that asked
+        // while we were finishing (dropping the request's sender answers it too).
         if let Some(done) = done {
             let _ = done.send(());
         }
+        let late = {
+            let mut slot = session.slot.lock();
+            match slot.request.take() {
+                Some((id, c)) if id == conn_id => {
+                    session.request_pending.store(false, Ordering::Release);
+                    Some(c)
+                }
+                other => {
+                    slot.request = other;
+                    None
+                }
+            }
+        };
+        drop(late);
     }
 
     async fn finish_inner<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
@@ -1452,7 +1486,11 @@ impl Conn {
             }
         }
 
-        let will = if will_ok { self.will.take() } else { None };
+        let will = if will_ok {
+            self.will.take().map(|w| *w)
+        } else {
+            None
+        };
         if let Close::TakenOver { .. } = close {
             if let (Some(w), true) = (will, publish_will_now) {
                 self.router.publish_will(&self.state.client_id, w);
@@ -1558,4 +1596,40 @@ pub(crate) fn topic_within_limits(topic: &str, cfg: &rampart_config::Config) -> 
 /// Number of topic levels: separators + 1 (a byte count, cheaper than splitting).
 pub(crate) fn levels(topic: &str) -> usize {
     topic.bytes().filter(|b| *b == b'/').count() + 1
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// An idle connection's cost is dominated by its task's future: keep CONNECT handling,
+    /// authentication and shutdown out of it (they are boxed), so that a million idle
+    /// connections stay affordable (BENCHMARKS.md, idle RSS per connection).
+    #[test]
+    fn idle_connection_task_stays_small() {
+        fn fut_size<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let cfg = std::sync::Arc::new(rampart_config::Config::local_only());
+            let auth = std::sync::Arc::new(
+                rampart_auth::AuthService::from_config(&cfg, None).expect("auth"),
+            );
+            let router = std::sync::Arc::new(crate::router::Router::new(cfg, None, auth));
+            let (a, _b) = tokio::io::duplex(64);
+            let (_tx, rx) = tokio::sync::watch::channel(false);
+            let info = super::ConnInfo {
+                peer: "127.0.0.1:1".parse().expect("addr"),
+                listener: "x".into(),
+                transport: "tcp",
+                tls: None,
+            };
+            let f = super::serve_connection(a, info, router, rx);
+            let size = fut_size(&f);
+            assert!(size <= 2560, "connection task future is {size} bytes");
+            assert!(std::mem::size_of::<super::Conn>() <= 640);
+        });
+    }
 }

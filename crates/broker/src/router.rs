@@ -193,7 +193,6 @@ impl Router {
                 },
             );
             delivered += delivered_cell.get();
-            drop(ctx_cell);
             // Overlapping subscriptions of one session become one delivery at the highest
             // granted QoS carrying every subscription identifier ([MQTT-3.3.4-2], [MQTT-3.3.4-3]).
             if targets.len() > 1 {

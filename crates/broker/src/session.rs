@@ -13,7 +13,7 @@ use rampart_codec::{ProtocolVersion, SubscriptionOptions};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// Why a queue refused a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +43,12 @@ pub enum Control {
     },
 }
 
+/// The connection currently attached to a session. Requests to it go through
+/// `Slot::request` and the session's `Notify` (no channel per connection: an idle connection
+/// should cost as little memory as possible).
 #[derive(Debug)]
 pub struct ConnHandle {
     pub id: u64,
-    pub control: mpsc::UnboundedSender<Control>,
 }
 
 /// Registry-side record of one client id.
@@ -61,6 +63,9 @@ pub struct Slot {
     /// Set when the session was removed from the registry: a connection that found this
     /// handle just before must look the client id up again.
     pub dead: bool,
+    /// A request for the attached connection (by id), picked up when it next wakes, or
+    /// answered when it finishes.
+    pub request: Option<(u64, Control)>,
 }
 
 #[derive(Debug)]
@@ -70,6 +75,8 @@ pub struct SessionShared {
     pub notify: Notify,
     /// True while a connection is attached; offline sessions do not queue QoS 0.
     pub online: AtomicBool,
+    /// Set with `Slot::request`, so the connection checks the slot only when needed.
+    pub request_pending: AtomicBool,
     pub slot: Mutex<Slot>,
     /// Caps, copied from the config at creation so that the publish path reads no config.
     pub max_queued_messages: usize,
@@ -91,12 +98,38 @@ impl SessionShared {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             online: AtomicBool::new(false),
+            request_pending: AtomicBool::new(false),
             slot: Mutex::new(Slot::default()),
             max_queued_messages,
             max_queued_bytes,
             persistent: AtomicBool::new(false),
             next_seq: AtomicU64::new(1),
             plain_subscriptions: AtomicUsize::new(0),
+        }
+    }
+
+    /// Post a request to the attached connection `conn_id` and wake it.
+    pub fn post(&self, slot: &mut Slot, conn_id: u64, c: Control) {
+        slot.request = Some((conn_id, c));
+        self.request_pending.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// The request posted for connection `conn_id`, if any.
+    pub fn take_request(&self, conn_id: u64) -> Option<Control> {
+        if !self.request_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut slot = self.slot.lock();
+        match slot.request.take() {
+            Some((id, c)) if id == conn_id => {
+                self.request_pending.store(false, Ordering::Release);
+                Some(c)
+            }
+            other => {
+                slot.request = other;
+                None
+            }
         }
     }
 

@@ -1459,6 +1459,7 @@ fn mqtt(cx: &Cx<'_>, out: &mut Vec<Finding>) {
         .map(|s| match s {
             AclSource::Identity => "identity",
             AclSource::File => "file",
+            AclSource::Http => "http",
         })
         .collect();
     let mut ev = format!("acl.sources = [{}]", sources.join(", "));

@@ -212,6 +212,15 @@ async fn wait_for_signal() {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
     };
+    // SIGHUP reloads certificates and CRLs (the TLS listeners watch it too); without a
+    // handler its default action would kill the broker.
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: TLS material is reloaded by the TLS listeners");
+            }
+        });
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -618,6 +618,12 @@ impl Limits {
         if !self.listener_token(listener, ms) {
             return Err(self.refuse(Refusal::ListenerRate, listener, peer, ms));
         }
+        if self.cfg.exempt.iter().any(|n| n.contains(peer)) {
+            return Ok(AdmitGuard {
+                limits: self.clone(),
+                slots: None,
+            });
+        }
         let network = network_of(peer, self.cfg.ipv4_prefix, self.cfg.ipv6_prefix);
         if let Err(e) = self.addresses.lock().take(peer, ms) {
             let r = match e {
@@ -1011,6 +1017,23 @@ mod tests {
         assert_eq!(network_of(a, 24, 64), network_of(b, 24, 64));
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(canonical(mapped), ip(1));
+    }
+
+    #[test]
+    fn exempt_peers_skip_per_address_limits() {
+        let l = Limits::new(&cfg(), None);
+        let t = Instant::now();
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let held: Vec<_> = (0..20).map(|_| l.admit("l", lo, t).unwrap()).collect();
+        assert_eq!(held.len(), 20);
+        // Only 127.0.0.1 itself is exempt by default.
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let _a = l.admit("l", other, t).unwrap();
+        let _b = l.admit("l", other, t).unwrap();
+        assert_eq!(
+            l.admit("l", other, t).err(),
+            Some(Refusal::AddressConnections)
+        );
     }
 
     #[test]

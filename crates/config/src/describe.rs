@@ -331,6 +331,16 @@ fn describe_limits(w: &mut String, l: &LimitsConfig) {
         l.per_network_max_connections,
         l.max_tracked_sources
     );
+    let exempt = if l.exempt.is_empty() {
+        "none".to_string()
+    } else {
+        l.exempt
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(w, "limits.exempt (no per-address limits): {exempt}");
     let _ = writeln!(
         w,
         "limits.flapping: ban {} s after more than {} connects in {} s; banned list up to {}",

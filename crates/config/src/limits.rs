@@ -23,6 +23,9 @@ impl RateAction {
     }
 }
 
+use crate::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 /// Admission, abuse and overload limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
@@ -44,13 +47,20 @@ pub struct LimitsConfig {
     pub per_network_burst: u32,
     /// Open connections from one network. Default 10000.
     pub per_network_max_connections: u32,
+    /// Peers exempt from the per-address and per-network limits (the listener rate, bans and
+    /// overload still apply). Default 127.0.0.1 and ::1 only: local tools, health checks and
+    /// benchmarks; the rest of 127.0.0.0/8 is limited like any address. A local reverse proxy
+    /// that does not send PROXY headers makes every client look like 127.0.0.1: use
+    /// `proxy_protocol` on that listener, or remove the exemption.
+    pub exempt: Vec<IpNet>,
     /// Source addresses and networks tracked at once (the rest are refused while the table
     /// is full of active entries). Default 100000. Worst case: about 128 bytes per entry per
     /// table, so 2 x 12.8 MB at the default.
     pub max_tracked_sources: u32,
     /// Flapping: a client id that connects more than `flapping_max_connects` times within
-    /// `flapping_window_secs` is banned for `flapping_ban_secs`. Defaults 30 in 60 s, banned
-    /// 300 s. Worst case: 8 bytes per remembered connect, at most `flapping_max_connects` per
+    /// `flapping_window_secs` is banned for `flapping_ban_secs`. Defaults 500 in 60 s (a tight
+    /// reconnect loop is caught within seconds; fleets of well-behaved devices may lower it to
+    /// a few per minute), banned 300 s. Worst case: 8 bytes per remembered connect, at most `flapping_max_connects` per
     /// client id, for at most `max_tracked_sources` client ids.
     pub flapping_max_connects: u32,
     pub flapping_window_secs: u32,
@@ -99,8 +109,18 @@ impl Default for LimitsConfig {
             per_network_rate: 500,
             per_network_burst: 1000,
             per_network_max_connections: 10_000,
+            exempt: vec![
+                IpNet {
+                    addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    prefix: 32,
+                },
+                IpNet {
+                    addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    prefix: 128,
+                },
+            ],
             max_tracked_sources: 100_000,
-            flapping_max_connects: 30,
+            flapping_max_connects: 500,
             flapping_window_secs: 60,
             flapping_ban_secs: 300,
             max_banned: 100_000,

@@ -29,6 +29,22 @@ pub(super) fn limits_section(cx: &mut Cx, mut r: Reader) -> LimitsConfig {
             1,
             10_000_000,
         ),
+        exempt: match r.opt::<Vec<String>>(cx, "exempt") {
+            None => d.exempt.clone(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for p in list {
+                    match IpNet::parse(&p) {
+                        Ok(n) => out.push(n),
+                        Err(msg) => {
+                            let origin = r.origin_of("exempt");
+                            cx.err(&origin, r.path("exempt"), msg);
+                        }
+                    }
+                }
+                out
+            }
+        },
         max_tracked_sources: r.range(
             cx,
             "max_tracked_sources",
@@ -55,13 +71,7 @@ pub(super) fn limits_section(cx: &mut Cx, mut r: Reader) -> LimitsConfig {
         publish_rate: r.range(cx, "publish_rate", d.publish_rate, 1, BIG),
         publish_burst: r.range(cx, "publish_burst", d.publish_burst, 1, BIG),
         publish_byte_rate: r.range(cx, "publish_byte_rate", d.publish_byte_rate, 64, u32::MAX),
-        publish_byte_burst: r.range(
-            cx,
-            "publish_byte_burst",
-            d.publish_byte_burst,
-            64,
-            u32::MAX,
-        ),
+        publish_byte_burst: r.range(cx, "publish_byte_burst", d.publish_byte_burst, 64, u32::MAX),
         publish_rate_action: r.enum_or(
             cx,
             "publish_rate_action",

@@ -389,3 +389,24 @@ def test_publish_rate_back_pressure_slows_the_publisher(broker_factory):
         c.ping()
     finally:
         c.close()
+
+
+def test_scheduler_delay_overload_and_recovery(broker_factory):
+    """A broker frozen with SIGSTOP wakes up with its monitor tick late: it counts as
+    overloaded, then recovers at the next on-time tick and accepts clients again."""
+    import signal
+    b = broker_factory(limits=limits(scheduler_delay_ms=200, overload_sample_ms=50))
+    mqtt_ok(b, "127.0.0.80", "before").disconnect()
+    b.signal(signal.SIGSTOP)
+    try:
+        time.sleep(1.0)  # the freeze is the stimulus: the monitor's tick comes ~1 s late
+    finally:
+        b.signal(signal.SIGCONT)
+    deadline = time.monotonic() + 5.0
+    while "overload over: accepting connections again" not in b.log_text():
+        assert time.monotonic() < deadline, "no recovery logged after the freeze"
+        time.sleep(0.05)  # polling the broker's log for the transition; bounded above
+    log = b.log_text()
+    assert "overloaded: refusing new connections" in log
+    assert log.index("overloaded: refusing") < log.index("overload over")
+    mqtt_ok(b, "127.0.0.80", "after").disconnect()

@@ -323,9 +323,20 @@ fn compare(rt: &tokio::runtime::Runtime, c: CompareArgs) -> Result<()> {
         }
         None => None,
     };
+    // Brokers run in their own temporary directories, where a relative path would not resolve.
+    let rampart_bin = if kinds.contains(&Kind::Rampart) {
+        fs::canonicalize(&c.rampart_bin).with_context(|| {
+            format!(
+                "rampart binary {} (build it, or pass --rampart-bin)",
+                c.rampart_bin.display()
+            )
+        })?
+    } else {
+        c.rampart_bin.clone()
+    };
     let rampart_limits = kinds.contains(&Kind::Rampart)
         && c.rampart_template.is_none()
-        && broker::rampart_knows_limits(&c.rampart_bin);
+        && broker::rampart_knows_limits(&rampart_bin);
     if kinds.contains(&Kind::Rampart) && c.rampart_template.is_none() {
         eprintln!(
             "rampart config: {}",
@@ -338,7 +349,7 @@ fn compare(rt: &tokio::runtime::Runtime, c: CompareArgs) -> Result<()> {
     }
     let launch = LaunchOpts {
         rampart_limits,
-        rampart_bin: c.rampart_bin.clone(),
+        rampart_bin,
         rampart_template,
         mosquitto_bin: c.mosquitto_bin.clone(),
         rumqttd_bin: c.rumqttd_bin.clone(),

@@ -435,6 +435,7 @@ pub struct Limits {
     addresses: Mutex<SourceTable>,
     networks: Mutex<SourceTable>,
     flapping: Mutex<HashMap<String, SlidingWindowCounter>>,
+    flapping_sweep_ms: AtomicU64,
     banned: RwLock<BannedList>,
     overloaded: AtomicBool,
     /// Overload watermarks in bytes, resolved at start.
@@ -546,6 +547,7 @@ impl Limits {
                 cfg.per_network_max_connections,
             )),
             flapping: Mutex::new(HashMap::new()),
+            flapping_sweep_ms: AtomicU64::new(0),
             banned: RwLock::new(BannedList::default()),
             overloaded: AtomicBool::new(false),
             high_bytes,
@@ -724,7 +726,13 @@ impl Limits {
         let count = {
             let mut f = self.flapping.lock();
             if !f.contains_key(client_id) && f.len() >= self.cfg.max_tracked_sources as usize {
-                f.retain(|_, c| !c.is_idle(ms));
+                // At most one O(table) sweep per 100 ms, so that a table full of active
+                // client ids cannot make every CONNECT walk it.
+                let last = self.flapping_sweep_ms.load(Ordering::Relaxed);
+                if last == 0 || ms.saturating_sub(last) >= 100 {
+                    self.flapping_sweep_ms.store(ms.max(1), Ordering::Relaxed);
+                    f.retain(|_, c| !c.is_idle(ms));
+                }
                 if f.len() >= self.cfg.max_tracked_sources as usize {
                     self.metrics
                         .flapping_untracked
@@ -1112,6 +1120,25 @@ mod tests {
             let at = t + Duration::from_secs(i * 4);
             assert_eq!(l.check_connect("c3", None, p, at), Ok(()));
         }
+    }
+
+    #[test]
+    fn flapping_table_is_bounded() {
+        let c = LimitsConfig {
+            max_tracked_sources: 16,
+            ..cfg()
+        };
+        let l = Limits::new(&c, None);
+        let t = Instant::now();
+        for i in 0..40 {
+            assert_eq!(l.check_connect(&format!("c{i}"), None, ip(1), t), Ok(()));
+        }
+        assert!(l.flapping.lock().len() <= 16);
+        assert_eq!(l.metrics.flapping_untracked.load(Ordering::Relaxed), 24);
+        // Once the window has passed, idle counters are swept and tracking resumes.
+        let later = t + Duration::from_secs(61);
+        assert_eq!(l.check_connect("fresh", None, ip(1), later), Ok(()));
+        assert!(l.flapping.lock().contains_key("fresh"));
     }
 
     #[test]

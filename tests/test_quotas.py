@@ -38,11 +38,6 @@ LOOSE = {
     "per_network_max_connections": 100000,
 }
 
-NEEDS_HOOKS = pytest.mark.xfail(
-    reason="needs the Limits hooks in connection.rs (check_connect / publish_limiter)",
-    strict=False)
-
-
 def limits(**kw) -> dict:
     out = dict(LOOSE)
     out.update(kw)
@@ -329,7 +324,6 @@ def test_overload_refuses_new_connections(broker_factory):
     assert "overloaded: refusing new connections" in b.log_text()
 
 
-@NEEDS_HOOKS
 def test_flapping_client_id_is_banned_then_the_ban_expires(broker_factory):
     b = broker_factory(limits=limits(flapping_max_connects=3, flapping_window_secs=60,
                                      flapping_ban_secs=2))
@@ -350,7 +344,6 @@ def test_flapping_client_id_is_banned_then_the_ban_expires(broker_factory):
     assert ok, "flapping ban did not expire"
 
 
-@NEEDS_HOOKS
 def test_banned_client_id_gets_0x8a(broker_factory):
     b = broker_factory(start=False, storage={"backend": "redb"})
     assert ctl(b, "add", "client:evil").returncode == 0
@@ -361,7 +354,6 @@ def test_banned_client_id_gets_0x8a(broker_factory):
     assert ack.reason == RC_BANNED, ack
 
 
-@NEEDS_HOOKS
 def test_publish_rate_disconnect(broker_factory):
     b = broker_factory(limits=limits(publish_rate=5, publish_burst=5,
                                      publish_rate_action="disconnect"))
@@ -375,7 +367,6 @@ def test_publish_rate_disconnect(broker_factory):
         c.close()
 
 
-@NEEDS_HOOKS
 def test_publish_rate_back_pressure_slows_the_publisher(broker_factory):
     b = broker_factory(limits=limits(publish_rate=20, publish_burst=5))
     c = mqtt_ok(b, "127.0.0.71", "fast")
@@ -412,8 +403,6 @@ def test_scheduler_delay_overload_and_recovery(broker_factory):
     mqtt_ok(b, "127.0.0.80", "after").disconnect()
 
 
-@pytest.mark.xfail(reason="connection.rs resets the keep-alive timer on any bytes, not on a "
-                          "whole packet ([MQTT-3.1.2-24] counts control packets)", strict=False)
 def test_trickled_packet_after_connect_is_closed_by_keep_alive(broker_factory):
     """Slowloris after CONNECT: a PUBLISH whose bytes arrive one per second never completes;
     keep alive 2 s means the connection must close within 3 s of the last whole packet."""

@@ -220,6 +220,10 @@ struct Conn {
     _claim: Option<rampart_auth::ClientIdClaim>,
     /// When the credential (a JWT's `exp`) runs out: the client is disconnected then.
     credential_expiry: Option<Instant>,
+    /// Publish message and byte rates (issue 6).
+    limiter: crate::limits::PublishLimiter,
+    /// Back-pressure: no reads from this client before this instant.
+    read_paused_until: Option<Instant>,
 }
 
 /// Work held until a store commit resolves.
@@ -284,6 +288,18 @@ impl Conn {
                     return None;
                 }
             };
+        // Overload (0x89), the banned list and flapping (0x8A), after authentication so that
+        // username bans apply (issue 6).
+        if let Err(code) = router.limits.check_connect(
+            &client_id,
+            admitted.identity.username.as_deref(),
+            peer.ip(),
+            Instant::now(),
+        ) {
+            info!(%peer, client_id = %client_id, reason = %code, "connection refused");
+            let _ = write_packet(wr, v, &refuse(code)).await;
+            return None;
+        }
         // The will is a publish like any other: it needs the right to publish there (M2).
         if let (Some(w), Some(authz)) = (&c.will, admitted.authz.as_mut()) {
             let req = rampart_auth::Request {
@@ -519,6 +535,8 @@ impl Conn {
             }),
             authz: admitted.authz,
             _claim: admitted.claim,
+            limiter: router.limits.publish_limiter(Instant::now()),
+            read_paused_until: None,
         };
         conn.router.commit_detached(conn.session_batch(false));
         conn.send(&connack(session_present, ReasonCode::Success, props));
@@ -816,6 +834,10 @@ impl Conn {
             let asked = rbuf.capacity() - rbuf.len();
             let writing = !self.out.is_empty();
             let gating = !self.gated.is_empty();
+            let paused = self.read_paused_until.filter(|t| *t > Instant::now());
+            if paused.is_none() {
+                self.read_paused_until = None;
+            }
             // TLS and WebSocket layers may hold the tail of a burst until flushed.
             let flushing = needs_flush && !writing;
             tokio::select! {
@@ -842,11 +864,13 @@ impl Conn {
                         }
                     }
                 },
-                r = rd.read_buf(&mut rbuf) => match r {
+                _ = sleep_until_opt(paused.map(tokio::time::Instant::from_std)), if paused.is_some() => {
+                    self.read_paused_until = None;
+                }
+                r = rd.read_buf(&mut rbuf), if paused.is_none() => match r {
                     Ok(0) | Err(_) => return Close::Io,
                     Ok(n) => {
                         self.counts.bytes_received += n as u64;
-                        self.last_rx = Instant::now();
                         if n >= asked {
                             read_size = (read_size * 2).min(MAX_READ);
                         } else if n < read_size / 4 {
@@ -898,9 +922,16 @@ impl Conn {
 
     fn on_readable(&mut self, rbuf: &mut BytesMut) -> Result<(), Close> {
         let max = self.router.cfg.mqtt.max_packet_size;
+        let mut got_packet = false;
         loop {
             match decode(rbuf, self.version, max) {
                 Ok(Some(p)) => {
+                    // Keep alive counts whole control packets, not bytes: a client trickling
+                    // a packet byte by byte does not keep its connection alive ([MQTT-3.1.2-22]).
+                    if !got_packet {
+                        got_packet = true;
+                        self.last_rx = Instant::now();
+                    }
                     self.counts.messages_received += 1;
                     self.on_packet(p)?;
                 }
@@ -1048,6 +1079,20 @@ impl Conn {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
         let cfg = self.router.cfg.clone();
+        let size = p.payload.len() + p.topic.len() + 8;
+        match self.limiter.on_publish(size, Instant::now()) {
+            crate::limits::RateVerdict::Allow => {}
+            crate::limits::RateVerdict::Wait(d) => {
+                // Back-pressure: this message goes through, further reads wait.
+                self.read_paused_until = Some(Instant::now() + d);
+            }
+            crate::limits::RateVerdict::Disconnect => {
+                return Err(Close::Server(
+                    ReasonCode::MessageRateTooHigh,
+                    "publish rate limit",
+                ));
+            }
+        }
         self.counts.publish_received += 1;
         if (p.qos as u8) > cfg.mqtt.max_qos {
             return Err(Close::Server(
@@ -1617,7 +1662,8 @@ mod size_tests {
             let auth = std::sync::Arc::new(
                 rampart_auth::AuthService::from_config(&cfg, None).expect("auth"),
             );
-            let router = std::sync::Arc::new(crate::router::Router::new(cfg, None, auth));
+            let limits = crate::limits::Limits::new(&cfg.limits, None);
+            let router = std::sync::Arc::new(crate::router::Router::new(cfg, None, auth, limits));
             let (a, _b) = tokio::io::duplex(64);
             let (_tx, rx) = tokio::sync::watch::channel(false);
             let info = super::ConnInfo {

@@ -86,7 +86,14 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
     );
     // ACL file changes are picked up without a restart.
     let _acl_watcher = auth.spawn_acl_watcher();
-    let router = Arc::new(Router::new(cfg.clone(), store.clone(), auth));
+    // Admission, bans and overload state (issue 6); the banned list comes from the store.
+    let limits = limits::Limits::new(&cfg.limits, store.clone());
+    let router = Arc::new(Router::new(
+        cfg.clone(),
+        store.clone(),
+        auth,
+        limits.clone(),
+    ));
     if let Some(store) = &store {
         let started = std::time::Instant::now();
         let snap = {
@@ -113,8 +120,6 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
     info!(max_connections = max_total, "starting");
     let live = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    // Admission, bans and overload state (issue 6); the banned list comes from the store.
-    let limits = limits::Limits::new(&cfg.limits, store.clone());
     tasks.push(limits.spawn_monitor(shutdown.clone()));
     // Bind everything first so that a bad address fails start-up, not a later accept.
     let mut bound = Vec::new();

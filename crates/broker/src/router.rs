@@ -39,6 +39,8 @@ pub struct Router {
     pub store: Option<Arc<dyn Store>>,
     /// Authentication chain and authorization sources.
     pub auth: Arc<rampart_auth::AuthService>,
+    /// Admission, bans, overload and publish rates.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Store writes gathered while routing one message; committed as one batch.
@@ -80,6 +82,7 @@ impl Router {
         cfg: Arc<Config>,
         store: Option<Arc<dyn Store>>,
         auth: Arc<rampart_auth::AuthService>,
+        limits: Arc<crate::limits::Limits>,
     ) -> Self {
         Router {
             registry: Registry::default(),
@@ -97,6 +100,7 @@ impl Router {
             cfg,
             store,
             auth,
+            limits,
         }
     }
 
@@ -261,6 +265,14 @@ impl Router {
     ) -> bool {
         // Offline sessions keep QoS 1 and 2 only; QoS 0 is for whoever is listening now.
         if qos == QoS::AtMostOnce && !session.online.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Overload protection: QoS 0 is shed for subscribers that are already behind.
+        if qos == QoS::AtMostOnce
+            && self.limits.shed_qos0()
+            && !session.queue.lock().items.is_empty()
+        {
+            self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let persist = qos != QoS::AtMostOnce

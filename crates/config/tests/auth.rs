@@ -159,10 +159,17 @@ fn describe_shows_the_chain_and_the_final_deny() {
     let text = format!(
         "{LISTENER}[[auth.backends]]\nname = \"users\"\nkind = \"builtin\"\n[acl]\nfile = \"/etc/rampart/acl.conf\"\n"
     );
-    let d = parse(&text).expect("valid").describe_with_nofile(Some(1024));
-    assert!(d.contains("  users: builtin on all listeners, timeout 5000 ms"), "{d}");
+    let d = parse(&text)
+        .expect("valid")
+        .describe_with_nofile(Some(1024));
+    assert!(
+        d.contains("  users: builtin on all listeners, timeout 5000 ms"),
+        "{d}"
+    );
     assert!(d.contains("no_match = deny"), "{d}");
-    let d = parse(LISTENER).expect("valid").describe_with_nofile(Some(1024));
+    let d = parse(LISTENER)
+        .expect("valid")
+        .describe_with_nofile(Some(1024));
     assert!(d.contains("nobody can log in"), "{d}");
     let d = Config::local_only().describe_with_nofile(Some(1024));
     assert!(d.contains("anonymous loopback clients only"), "{d}");

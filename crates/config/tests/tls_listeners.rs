@@ -97,7 +97,10 @@ fn ip_net_edges() {
         IpNet::parse("10.1.2.3/8").expect("net"),
         IpNet::parse("10.0.0.0/8").expect("net")
     );
-    assert_eq!(IpNet::parse("2001:db8::7/32").expect("net").to_string(), "2001:db8::/32");
+    assert_eq!(
+        IpNet::parse("2001:db8::7/32").expect("net").to_string(),
+        "2001:db8::/32"
+    );
     assert!(IpNet::parse("not-an-ip").is_err());
     assert!(IpNet::parse("::/129").is_err());
 }

@@ -139,9 +139,11 @@ pub async fn run(
                 continue;
             }
         };
-        if live.fetch_add(1, Ordering::AcqRel) >= max_total
-            || per_listener.fetch_add(1, Ordering::AcqRel) >= listener_cap
-        {
+        // Both counters are taken before either is checked, so that both are given back on
+        // refusal (a short-circuit here once made the per-listener count wrap below zero).
+        let over_total = live.fetch_add(1, Ordering::AcqRel) >= max_total;
+        let over_listener = per_listener.fetch_add(1, Ordering::AcqRel) >= listener_cap;
+        if over_total || over_listener {
             live.fetch_sub(1, Ordering::AcqRel);
             per_listener.fetch_sub(1, Ordering::AcqRel);
             router

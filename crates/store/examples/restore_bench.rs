@@ -24,7 +24,13 @@ fn session(cid: String) -> SessionRecord {
         client_id: cid,
         protocol: 5,
         expiry_interval_secs: 86_400,
-        disconnected_at_ms: Some(1_700_000_000_000),
+        // Disconnected just now, so that a broker restoring this store keeps the sessions.
+        disconnected_at_ms: Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        ),
         subscriptions: vec![SubscriptionRecord {
             filter: "sensors/+/temperature".to_string(),
             share_group: None,
@@ -81,7 +87,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per = arg(2, 10);
     let payload_len = arg(3, 100) as usize;
     let payload = Bytes::from(vec![0xa5u8; payload_len]);
-    let dir = std::env::temp_dir().join(format!("rampart-restore-bench-{}", std::process::id()));
+    // RESTORE_BENCH_DIR keeps the populated store there (not removed), so that the broker's
+    // own restore can be timed on it: `rampart serve` logs "restored state ... elapsed_ms".
+    let keep = std::env::var_os("RESTORE_BENCH_DIR");
+    let dir = match &keep {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::env::temp_dir().join(format!("rampart-restore-bench-{}", std::process::id())),
+    };
     let _ = std::fs::remove_dir_all(&dir);
 
     // Populate in large batches.
@@ -206,6 +218,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             after.max_group_batches
         );
     }
-    std::fs::remove_dir_all(&dir)?;
+    if keep.is_none() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }

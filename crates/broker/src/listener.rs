@@ -228,7 +228,14 @@ async fn connection(
     match (&shared.tls, cfg.kind) {
         (Some(tls), ListenerKind::Tls | ListenerKind::Wss) => {
             let acceptor = tls.acceptor();
-            let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
+            // Boxed, like every transport-specific future below: a task's future is as large
+            // as its largest state, and a plain TCP connection must not carry the size of a
+            // TLS handshake or a WebSocket stream for its whole life.
+            let tls_stream = match tokio::time::timeout_at(
+                deadline,
+                Box::pin(acceptor.accept(stream)),
+            )
+            .await
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -248,9 +255,9 @@ async fn connection(
             if let Some(id) = info.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
                 debug!(listener = %cfg.name, peer = %client, subject = %id.subject_dn, "client certificate verified");
             }
-            finish(shared.clone(), tls_stream, info, deadline, shutdown).await;
+            Box::pin(finish(shared.clone(), tls_stream, info, deadline, shutdown)).await;
         }
-        _ => finish(shared.clone(), stream, info, deadline, shutdown).await,
+        _ => Box::pin(finish(shared.clone(), stream, info, deadline, shutdown)).await,
     }
 }
 
@@ -270,11 +277,18 @@ async fn finish<S>(
         let max_message = (shared.router.cfg.mqtt.max_packet_size as usize).saturating_add(16);
         let upgraded = tokio::time::timeout_at(
             deadline,
-            accept_ws(stream, &cfg.ws_path, &cfg.ws_allowed_origins, max_message),
+            Box::pin(accept_ws(
+                stream,
+                &cfg.ws_path,
+                &cfg.ws_allowed_origins,
+                max_message,
+            )),
         )
         .await;
         match upgraded {
-            Ok(Ok(ws)) => serve_connection(ws, info, shared.router.clone(), shutdown).await,
+            Ok(Ok(ws)) => {
+                Box::pin(serve_connection(ws, info, shared.router.clone(), shutdown)).await
+            }
             Ok(Err(e)) => {
                 stats::bump(&STATS.ws_refused);
                 debug!(listener = %cfg.name, peer = %info.peer, error = %e, "WebSocket upgrade refused")

@@ -310,13 +310,7 @@ impl Conn {
         }
         // The will is a publish like any other: it needs the right to publish there (M2).
         if let (Some(w), Some(authz)) = (&c.will, admitted.authz.as_mut()) {
-            let req = rampart_auth::Request {
-                action: rampart_auth::Action::Publish,
-                topic: &w.topic,
-                qos: w.qos as u8,
-                retain: w.retain,
-            };
-            if authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Deny {
+            if !may_publish(authz, &w.topic, w.qos, w.retain) {
                 info!(%peer, client_id = %client_id, "connection refused: will topic not authorized");
                 let _ = write_packet(wr, v, &refuse(ReasonCode::NotAuthorized)).await;
                 return None;
@@ -1180,13 +1174,7 @@ impl Conn {
             ));
         }
         if let Some(authz) = self.authz.as_mut() {
-            let req = rampart_auth::Request {
-                action: rampart_auth::Action::Publish,
-                topic: &p.topic,
-                qos: p.qos as u8,
-                retain: p.retain,
-            };
-            if authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Deny {
+            if !may_publish(authz, &p.topic, p.qos, p.retain) {
                 debug!(client_id = %self.state.client_id, topic = %p.topic, "publish not authorized");
                 if self.router.auth.disconnect_on_deny() {
                     return Err(Close::Server(
@@ -1478,20 +1466,7 @@ impl Conn {
         if let Some(done) = done {
             let _ = done.send(());
         }
-        let late = {
-            let mut slot = session.slot.lock();
-            match slot.request.take() {
-                Some((id, c)) if id == conn_id => {
-                    session.request_pending.store(false, Ordering::Release);
-                    Some(c)
-                }
-                other => {
-                    slot.request = other;
-                    None
-                }
-            }
-        };
-        drop(late);
+        drop(session.take_request(conn_id));
     }
 
     async fn finish_inner<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
@@ -1611,6 +1586,17 @@ impl Conn {
             }
         }
     }
+}
+
+/// The ACL's answer for publishing to `topic` (wills and PUBLISH alike).
+fn may_publish(authz: &mut rampart_auth::ClientAuthz, topic: &str, qos: QoS, retain: bool) -> bool {
+    let req = rampart_auth::Request {
+        action: rampart_auth::Action::Publish,
+        topic,
+        qos: qos as u8,
+        retain,
+    };
+    authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Allow
 }
 
 fn pubrel(packet_id: u16, reason: ReasonCode) -> Packet {

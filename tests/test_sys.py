@@ -152,3 +152,12 @@ def test_clients_cannot_publish_to_sys(clients, sysw):
         except AssertionError:
             break
         assert payload != b"forged"
+
+
+@pytest.mark.rampart_only
+def test_limits_and_auth_counters(sysw):
+    """Abuse-protection and authentication counters are published with the rest."""
+    for name in ("limits/connections/refused", "limits/connects/banned", "limits/overloaded",
+                 "auth/allowed", "auth/backend/errors", "auth/acl/denied"):
+        assert sysw.wait_for(name, lambda v: v >= 0) >= 0
+    assert sysw.wait_for("limits/overloaded", lambda v: True) == 0

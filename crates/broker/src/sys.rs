@@ -78,7 +78,51 @@ fn publish_all(r: &Router) {
             r.retained.len().saturating_sub(sys_retained(r)).to_string(),
         ),
     ];
-    for (topic, value) in items {
+    let lm = &r.limits.metrics;
+    let am = r.auth.metrics();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
+    // Abuse protection (issue 6) and authentication (issue 5) counters.
+    let more: [(&str, String); 14] = [
+        (
+            "$SYS/broker/limits/connections/refused",
+            lm.refused_total().to_string(),
+        ),
+        (
+            "$SYS/broker/limits/connections/over_cap",
+            Metrics::get(&m.connections_refused).to_string(),
+        ),
+        (
+            "$SYS/broker/limits/connects/banned",
+            get(&lm.banned_connects),
+        ),
+        ("$SYS/broker/limits/connects/busy", get(&lm.busy_connects)),
+        ("$SYS/broker/limits/flapping/bans", get(&lm.flapping_bans)),
+        (
+            "$SYS/broker/limits/publish/delayed",
+            get(&lm.publish_delayed),
+        ),
+        (
+            "$SYS/broker/limits/publish/disconnects",
+            get(&lm.publish_disconnects),
+        ),
+        (
+            "$SYS/broker/limits/overloaded",
+            u8::from(r.limits.is_overloaded()).to_string(),
+        ),
+        ("$SYS/broker/auth/allowed", get(&am.allowed)),
+        (
+            "$SYS/broker/auth/denied/credentials",
+            get(&am.denied_credentials),
+        ),
+        ("$SYS/broker/auth/denied/banned", get(&am.denied_banned)),
+        ("$SYS/broker/auth/backend/errors", get(&am.backend_errors)),
+        (
+            "$SYS/broker/auth/backend/timeouts",
+            get(&am.backend_timeouts),
+        ),
+        ("$SYS/broker/auth/acl/denied", get(&am.authz_denied)),
+    ];
+    for (topic, value) in items.into_iter().chain(more) {
         let msg = Arc::new(Message {
             topic: topic.into(),
             payload: Bytes::from(value),

@@ -114,6 +114,68 @@ fn count_levels(s: &str) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
+/// The string conversions and views shared by [`TopicName`] and [`TopicFilter`]: both wrap a
+/// validated `ByteString` in a field `s` and have `check(&str)` and `new(ByteString)`.
+macro_rules! str_newtype_impls {
+    ($name:ident) => {
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.s
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.s
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.s, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.s)
+            }
+        }
+
+        impl TryFrom<ByteString> for $name {
+            type Error = TopicError;
+            fn try_from(s: ByteString) -> Result<Self, TopicError> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = TopicError;
+            fn try_from(s: &str) -> Result<Self, TopicError> {
+                // Validate before copying: rejected input costs no allocation.
+                $name::check(s)?;
+                $name::new(ByteString::from(s))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = TopicError;
+            fn try_from(s: String) -> Result<Self, TopicError> {
+                $name::check(&s)?;
+                $name::new(ByteString::from(s))
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = TopicError;
+            fn from_str(s: &str) -> Result<Self, TopicError> {
+                $name::try_from(s)
+            }
+        }
+    };
+}
+
 /// A valid PUBLISH topic name: non-empty, at most 65,535 bytes, no `+`, `#` or U+0000.
 ///
 /// Topics starting with `$` are valid names; whether a client may publish to them is the
@@ -174,60 +236,7 @@ impl TopicName {
     }
 }
 
-impl std::ops::Deref for TopicName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.s
-    }
-}
-
-impl AsRef<str> for TopicName {
-    fn as_ref(&self) -> &str {
-        &self.s
-    }
-}
-
-impl fmt::Debug for TopicName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.s, f)
-    }
-}
-
-impl fmt::Display for TopicName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.s)
-    }
-}
-
-impl TryFrom<ByteString> for TopicName {
-    type Error = TopicError;
-    fn try_from(s: ByteString) -> Result<Self, TopicError> {
-        TopicName::new(s)
-    }
-}
-
-impl TryFrom<&str> for TopicName {
-    type Error = TopicError;
-    fn try_from(s: &str) -> Result<Self, TopicError> {
-        TopicName::check(s)?;
-        TopicName::new(ByteString::from(s))
-    }
-}
-
-impl TryFrom<String> for TopicName {
-    type Error = TopicError;
-    fn try_from(s: String) -> Result<Self, TopicError> {
-        TopicName::check(&s)?;
-        TopicName::new(ByteString::from(s))
-    }
-}
-
-impl std::str::FromStr for TopicName {
-    type Err = TopicError;
-    fn from_str(s: &str) -> Result<Self, TopicError> {
-        TopicName::try_from(s)
-    }
-}
+str_newtype_impls!(TopicName);
 
 /// A valid topic filter: non-empty, at most 65,535 bytes, no U+0000, `+` alone in its level,
 /// `#` alone in the last level.
@@ -319,60 +328,7 @@ impl TopicFilter {
     }
 }
 
-impl std::ops::Deref for TopicFilter {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.s
-    }
-}
-
-impl AsRef<str> for TopicFilter {
-    fn as_ref(&self) -> &str {
-        &self.s
-    }
-}
-
-impl fmt::Debug for TopicFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.s, f)
-    }
-}
-
-impl fmt::Display for TopicFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.s)
-    }
-}
-
-impl TryFrom<ByteString> for TopicFilter {
-    type Error = TopicError;
-    fn try_from(s: ByteString) -> Result<Self, TopicError> {
-        TopicFilter::new(s)
-    }
-}
-
-impl TryFrom<&str> for TopicFilter {
-    type Error = TopicError;
-    fn try_from(s: &str) -> Result<Self, TopicError> {
-        TopicFilter::check(s)?;
-        TopicFilter::new(ByteString::from(s))
-    }
-}
-
-impl TryFrom<String> for TopicFilter {
-    type Error = TopicError;
-    fn try_from(s: String) -> Result<Self, TopicError> {
-        TopicFilter::check(&s)?;
-        TopicFilter::new(ByteString::from(s))
-    }
-}
-
-impl std::str::FromStr for TopicFilter {
-    type Err = TopicError;
-    fn from_str(s: &str) -> Result<Self, TopicError> {
-        TopicFilter::try_from(s)
-    }
-}
+str_newtype_impls!(TopicFilter);
 
 /// A parsed SUBSCRIBE / UNSUBSCRIBE entry: an optional share group and the filter proper.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -72,7 +72,8 @@ def new_key(path: Path, kind: str = "ec") -> Path:
 class CA:
     """One CA directory driven by `openssl ca`."""
 
-    def __init__(self, base: Path, name: str, parent: Optional["CA"] = None):
+    def __init__(self, base: Path, name: str, parent: Optional["CA"] = None,
+                 pathlen: Optional[int] = 0):
         self.name = name
         self.dir = base / name
         (self.dir / "newcerts").mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,8 @@ class CA:
             csr = self.dir / "req.csr"
             run("openssl", "req", "-new", "-key", str(self.key), "-subj",
                 f"/O=Rampart Test/CN={name}", "-out", str(csr), "-config", str(self.conf))
-            parent.sign(csr, self.cert, "basicConstraints=critical,CA:TRUE,pathlen:0\n"
+            constraint = "CA:TRUE" if pathlen is None else f"CA:TRUE,pathlen:{pathlen}"
+            parent.sign(csr, self.cert, f"basicConstraints=critical,{constraint}\n"
                         "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n"
                         "authorityKeyIdentifier=keyid\n")
 

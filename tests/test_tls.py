@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import free_port
-from pki import Pki
+from pki import CA, CLIENT_EXT, Pki, cat
 from tls_fixtures import (TIMEOUT, TransportClient, listener_toml, mosquitto, mtls_table,
                           negotiated, s_client, served_certs, tls_table)
 
@@ -165,24 +165,33 @@ def test_mtls_optional(broker_factory, pki):
                      key=pki.revoked_key).returncode != 0
 
 
-def test_verify_depth(broker_factory, pki):
-    # The CA bundle holds only the root, so the client sends its intermediate: exactly the
-    # one intermediate that verify_depth = 1 allows.
-    port = free_port()
-    chain = pki.base / "client-good-chain.pem"
-    chain.write_text(pki.client_cert.read_text() + pki.inter.cert.read_text())
-    broker_factory(extra_toml=listener_toml("depth", "tls", port, tls_table(
-        pki, ca_file=pki.root.cert, client_auth="required", crl_files=[str(p) for p in pki.crls],
-        verify_depth=1)))
-    ok = mosquitto("mosquitto_pub", port, pki, "-t", "d", "-m", "x", cert=chain,
-                   key=pki.client_key)
-    assert ok.returncode == 0, ok.stderr
-    # Padding the chain with a second copy of the intermediate exceeds the depth.
-    long_chain = pki.base / "client-long-chain.pem"
-    long_chain.write_text(chain.read_text() + pki.inter.cert.read_text())
-    bad = mosquitto("mosquitto_pub", port, pki, "-t", "d", "-m", "x", cert=long_chain,
-                    key=pki.client_key)
-    assert bad.returncode != 0
+def test_verify_depth_counts_the_verified_path(broker_factory, tmp_path):
+    # root -> i1 -> i2 -> client, with only the root in the CA bundle: the verified path has
+    # two intermediates, whatever the client presents.
+    root = CA(tmp_path, "depth-root")
+    i1 = CA(tmp_path, "depth-i1", parent=root, pathlen=1)
+    i2 = CA(tmp_path, "depth-i2", parent=i1)
+    cert, key = i2.issue(tmp_path, "deep-client", "deep-client",
+                         CLIENT_EXT.format(cn="deep-client"))
+    chain = cat(tmp_path / "deep-chain.pem", cert, i2.cert, i1.cert)
+    # Padding with copies of the intermediates does not lengthen the path.
+    padded = cat(tmp_path / "deep-padded.pem", cert, i2.cert, i1.cert, i2.cert, i1.cert)
+    server = Pki(tmp_path / "server")
+    ports = {depth: free_port() for depth in (1, 2)}
+    broker_factory(extra_toml="".join(
+        listener_toml(f"depth{d}", "tls", port, tls_table(
+            server, ca_file=root.cert, client_auth="required", verify_depth=d))
+        for d, port in ports.items()))
+
+    def pub(port, presented):
+        return mosquitto("mosquitto_pub", port, server, "-t", "d", "-m", "x", cert=presented,
+                         key=key)
+
+    for presented in (chain, padded):
+        ok = pub(ports[2], presented)
+        assert ok.returncode == 0, ok.stderr
+    # One intermediate deeper than allowed: refused.
+    assert pub(ports[1], chain).returncode != 0
 
 
 # ---- server certificates ----------------------------------------------------------------------

@@ -253,20 +253,31 @@ fn build(st: &State, loaded: &Loaded) -> Result<Arc<ServerConfig>, TlsError> {
                     .flat_map(|c| c.der.iter().cloned()),
             );
             let no_crl_yet = st.cfg.crl_fetch && crls.is_empty();
+            let crls = crls
+                .iter()
+                .map(|c| {
+                    webpki::OwnedCertRevocationList::from_der(c.as_ref())
+                        .map(webpki::CertRevocationList::from)
+                        .map_err(|e| TlsError::new(format!("unusable CRL: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let roots = Arc::new(roots);
+            // Path and revocation checks are `DepthLimited`'s; this one does the handshake
+            // signatures and the CA hints.
             let mut b =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), st.provider.clone())
-                    .with_crls(crls);
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), st.provider.clone());
             if st.cfg.client_auth == ClientAuth::Optional {
                 b = b.allow_unauthenticated();
-            }
-            if st.cfg.crl_expired == CrlExpired::Deny {
-                b = b.enforce_revocation_expiration();
             }
             let inner = b
                 .build()
                 .map_err(|e| TlsError::new(format!("client verification setup: {e}")))?;
             Arc::new(DepthLimited {
                 inner,
+                roots,
+                crls,
+                deny_expired_crl: st.cfg.crl_expired == CrlExpired::Deny,
+                algs: st.provider.signature_verification_algorithms,
                 max_intermediates: usize::from(st.cfg.verify_depth),
                 seen_crl_urls: st.cfg.crl_fetch.then(|| st.seen_crl_urls.clone()),
                 no_crl_yet,

@@ -30,6 +30,18 @@ fn ca(name: &str) -> Ca {
     }
 }
 
+/// An intermediate CA issued by `parent`.
+fn sub_ca(parent: &Ca, name: &str) -> Ca {
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().expect("key");
+    Ca {
+        issuer: CertifiedIssuer::signed_by(p, key, &parent.issuer).expect("sub ca"),
+    }
+}
+
 /// (cert PEM, key PEM, cert DER)
 fn leaf(ca: &Ca, cn: &str, sans: Vec<SanType>, client: bool) -> (String, String, Vec<u8>) {
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -207,6 +219,71 @@ async fn mtls_identity_reaches_the_connection() {
     )
     .await;
     assert!(info.is_err(), "{info:?}");
+}
+
+#[tokio::test]
+async fn verify_depth_counts_the_verified_path() {
+    // root -> i1 -> i2 -> client; the CA bundle is the root only, so the path has two
+    // intermediates whatever the client sends.
+    let dir = tempfile::tempdir().expect("dir");
+    let root = ca("Depth Root");
+    let i1 = sub_ca(&root, "Depth I1");
+    let i2 = sub_ca(&i1, "Depth I2");
+    let (scert, skey, _) = leaf(&root, "localhost", vec![dns("localhost")], false);
+    let (ccert, ckey, _) = leaf(&i2, "deep-client", vec![], true);
+    let chain = format!("{ccert}{}{}", i2.issuer.pem(), i1.issuer.pem());
+    // Padding the chain with copies does not lengthen the verified path.
+    let padded = format!("{chain}{}{}", i1.issuer.pem(), i2.issuer.pem());
+    let source_with = |depth: u8| {
+        let mut cfg = config(
+            write(dir.path(), "s.pem", &scert),
+            write(dir.path(), "s.key", &skey),
+        );
+        cfg.ca_file = Some(write(dir.path(), "ca.pem", &root.issuer.pem()));
+        cfg.client_auth = ClientAuth::Required;
+        cfg.verify_depth = depth;
+        rampart_tls::start(&format!("depth{depth}"), &cfg).expect("start")
+    };
+    let deep_enough = source_with(2);
+    for presented in [&chain, &padded] {
+        let (info, _) = handshake(
+            &deep_enough,
+            client_config(&root, Some((presented, &ckey))),
+            "localhost",
+        )
+        .await;
+        assert!(info.is_ok(), "depth 2 must accept a two-intermediate path: {info:?}");
+    }
+    let too_shallow = source_with(1);
+    let (info, _) = handshake(
+        &too_shallow,
+        client_config(&root, Some((&chain, &ckey))),
+        "localhost",
+    )
+    .await;
+    let err = info.expect_err("depth 1 must refuse a two-intermediate path");
+    assert!(err.contains("ApplicationVerificationFailure"), "{err}");
+    // With i1 in the CA bundle the path is one intermediate (i2): depth 1 is enough, even
+    // when the client still sends i1.
+    let mut cfg = config(
+        write(dir.path(), "s.pem", &scert),
+        write(dir.path(), "s.key", &skey),
+    );
+    cfg.ca_file = Some(write(
+        dir.path(),
+        "ca2.pem",
+        &format!("{}{}", root.issuer.pem(), i1.issuer.pem()),
+    ));
+    cfg.client_auth = ClientAuth::Required;
+    cfg.verify_depth = 1;
+    let anchored = rampart_tls::start("anchored", &cfg).expect("start");
+    let (info, _) = handshake(
+        &anchored,
+        client_config(&root, Some((&chain, &ckey))),
+        "localhost",
+    )
+    .await;
+    assert!(info.is_ok(), "{info:?}");
 }
 
 #[tokio::test]

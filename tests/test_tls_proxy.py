@@ -12,12 +12,18 @@ import pytest
 
 from conftest import free_port
 from pki import Pki
-from tls_fixtures import TIMEOUT, listener_toml, tls_table
+from tls_fixtures import TIMEOUT, listener_toml, tls_table, wait_until
 
 pytestmark = pytest.mark.rampart_only
 
 # MQTT 3.1.1 CONNECT, clean session, keep alive 60, client id "px".
 CONNECT = bytes([0x10, 14, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 2]) + b"px"
+
+
+def connect(client_id: str) -> bytes:
+    cid = client_id.encode()
+    return (bytes([0x10, 12 + len(cid), 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, len(cid)])
+            + cid)
 
 
 def v1(src: str, port: int = 40000) -> bytes:
@@ -90,3 +96,38 @@ def test_proxy_header_before_tls(broker_factory, tmp_path):
     raw.sendall(v1("127.0.0.9"))
     with ctx.wrap_socket(raw, server_hostname="localhost") as s:
         assert connack_code(exchange(s, CONNECT)) == 0
+
+
+def test_per_address_caps_apply_to_the_client_behind_the_proxy(broker_factory):
+    # Every connection comes from the proxy (127.0.0.1); the caps count the clients it names.
+    port = free_port()
+    b = broker_factory(limits={"per_address_max_connections": 2},
+                       extra_toml=listener_toml("via-lb", "tcp", port, proxy_protocol=True,
+                                                trusted_proxies=["127.0.0.0/8"]))
+    held = []
+    try:
+        # Distinct client ids, so that no connection takes over another's session.
+        for i in range(2):
+            s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+            held.append(s)
+            assert connack_code(exchange(s, v1("127.0.0.9") + connect(f"c{i}"))) == 0
+        # A third connection for the same client is over its cap...
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+            assert exchange(s, v2("127.0.0.9") + connect("c2")) == b""
+        # ...another client through the same proxy is not, nor is the proxy itself capped.
+        for src in ("127.0.0.10", "127.0.0.11"):
+            s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+            held.append(s)
+            assert connack_code(exchange(s, v1(src) + connect(src))) == 0
+        # Closing one of the client's connections gives its slot back.
+        held.pop(0).close()
+
+        def reconnects():
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+                return connack_code(exchange(s, v1("127.0.0.9") + connect("c3"))) == 0
+
+        wait_until(reconnects, what="slot given back")
+    finally:
+        for s in held:
+            s.close()
+    assert "per-address connection cap" in b.log_text()

@@ -620,6 +620,39 @@ impl Limits {
         if !self.listener_token(listener, ms) {
             return Err(self.refuse(Refusal::ListenerRate, listener, peer, ms));
         }
+        self.admit_source(listener, peer, ms)
+    }
+
+    /// Per-source admission of the client a trusted proxy names in its PROXY header, once
+    /// the header is read: the address ban and the per-address and per-network caps apply to
+    /// the real client, as they would to a direct one (overload and the listener's rate were
+    /// checked at accept, by [`Limits::admit_proxied`]).
+    pub fn admit_client(
+        self: &Arc<Self>,
+        listener: &str,
+        client: IpAddr,
+        now: Instant,
+    ) -> Result<AdmitGuard, Refusal> {
+        let ms = self.ms(now);
+        let client = canonical(client);
+        {
+            let banned = self.banned.read();
+            let any = !banned.networks.is_empty() || !banned.exact.is_empty();
+            if any && banned.find_address(client, unix_now()).is_some() {
+                drop(banned);
+                return Err(self.refuse(Refusal::Banned, listener, client, ms));
+            }
+        }
+        self.admit_source(listener, client, ms)
+    }
+
+    /// The per-address and per-network rate and open-connection caps (exempt peers skip them).
+    fn admit_source(
+        self: &Arc<Self>,
+        listener: &str,
+        peer: IpAddr,
+        ms: u64,
+    ) -> Result<AdmitGuard, Refusal> {
         if self.cfg.exempt.iter().any(|n| n.contains(peer)) {
             return Ok(AdmitGuard {
                 limits: self.clone(),
@@ -651,8 +684,8 @@ impl Limits {
     }
 
     /// Admission of a connection from a trusted PROXY-protocol peer: only overload and the
-    /// listener's accept rate apply, since the proxy's own address stands for many clients
-    /// (their addresses are known only after the header; bans still apply at CONNECT).
+    /// listener's accept rate apply, since the proxy's own address stands for many clients;
+    /// the per-source limits apply to the client named in the header ([`Limits::admit_client`]).
     pub fn admit_proxied(
         self: &Arc<Self>,
         listener: &str,
@@ -1065,6 +1098,26 @@ mod tests {
             .collect();
         assert_eq!(held.len(), 10);
         assert_eq!(p.open_from(ip(1)), 0);
+        // The clients it names are held to the per-address caps, each on its own.
+        let c1: Vec<_> = (0..2)
+            .map(|_| p.admit_client("x", ip(7), t).unwrap())
+            .collect();
+        assert_eq!(
+            p.admit_client("x", ip(7), t).err(),
+            Some(Refusal::AddressConnections)
+        );
+        assert!(p.admit_client("x", ip(8), t).is_ok());
+        drop(c1);
+        assert_eq!(p.open_from(ip(7)), 0);
+        assert!(p.ban(BanEntry {
+            key: BanKey::Address(ip(9)),
+            reason: String::new(),
+            expires_at: None,
+        }));
+        assert_eq!(
+            p.admit_client("x", ip(9), t).err(),
+            Some(Refusal::Banned)
+        );
     }
 
     #[test]

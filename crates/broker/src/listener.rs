@@ -63,6 +63,7 @@ struct Shared {
     name: Arc<str>,
     tls: Option<TlsSource>,
     router: Arc<Router>,
+    limits: Arc<crate::limits::Limits>,
     /// Bound on the PROXY header, TLS and WebSocket handshakes together.
     handshake_timeout: Duration,
 }
@@ -96,6 +97,7 @@ pub async fn run(
         cfg,
         tls,
         router: router.clone(),
+        limits: limits.clone(),
         handshake_timeout,
     });
     let mut stop = shutdown.clone();
@@ -182,12 +184,27 @@ async fn connection(
     let cfg = &shared.cfg;
     let mut client = peer;
     let mut prefix = Vec::new();
+    let mut _client_slots = None;
     if cfg.proxy_protocol {
         let trusted = cfg.trusted_proxies.iter().any(|n| n.contains(peer.ip()));
         if trusted {
             match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream)).await {
                 Ok(Ok((addr, rest))) => {
                     if let Some(a) = addr {
+                        // The per-source caps were not applied to the proxy at accept: they
+                        // apply to the client it names, held for the connection's life.
+                        let now = std::time::Instant::now();
+                        match shared.limits.admit_client(&shared.name, a.ip(), now) {
+                            Ok(g) => _client_slots = Some(g),
+                            Err(_) => {
+                                shared
+                                    .router
+                                    .metrics
+                                    .connections_refused
+                                    .fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
                         client = a;
                     }
                     prefix = rest;

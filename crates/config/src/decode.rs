@@ -5,7 +5,7 @@
 //! decoding carries on and later errors are found in the same run.
 
 use std::fmt::Display;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::tree::{apply_env, clip, Entry, Kind, Node, Origin, Table};
@@ -848,10 +848,19 @@ fn binds_conflict(a: SocketAddr, b: SocketAddr) -> bool {
     }
 }
 
-fn parse_bind(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>().map_err(|_| {
+/// `IP:PORT`, or a bare `IP` (`[IPv6]` too) whose port is the listener kind's default
+/// (`None` here, filled in once the kind is known).
+fn parse_bind(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok((a.ip(), Some(a.port())));
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse::<IpAddr>().map(|ip| (ip, None)).map_err(|_| {
         format!(
-            "\"{}\" is not an IP:PORT address (examples: 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883)",
+            "\"{}\" is not an IP:PORT address or an IP (examples: 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883, 0.0.0.0 for the kind's default port)",
             clip(s)
         )
     })
@@ -869,7 +878,17 @@ fn listener(cx: &mut Cx, mut r: Reader, danger: &DangerConfig) -> Option<Decoded
             ("wss", ListenerKind::Wss),
         ],
     );
-    let bind = r.opt_parse(cx, "bind", parse_bind);
+    let bind_given = r.opt_parse(cx, "bind", parse_bind);
+    let bind_bad = r.has("bind") && bind_given.is_none();
+    // Without `bind`, loopback (local-only); without a port, the kind's default port.
+    let bind = match (kind, bind_given) {
+        (Some(k), Some((ip, port))) => Some(SocketAddr::new(ip, port.unwrap_or(k.default_port()))),
+        (Some(k), None) if !bind_bad => Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            k.default_port(),
+        )),
+        _ => None,
+    };
     let max_connections = r.opt_range::<u32>(cx, "max_connections", 1, 10_000_000);
     let ws_path = r.opt_parse(cx, "ws_path", |s| {
         if s.starts_with('/') && s.len() <= 256 && s.chars().all(|c| c.is_ascii_graphic()) {
@@ -927,7 +946,7 @@ fn listener(cx: &mut Cx, mut r: Reader, danger: &DangerConfig) -> Option<Decoded
             None
         }
     };
-    for key in ["name", "kind", "bind"] {
+    for key in ["name", "kind"] {
         if !r.has(key) {
             r.missing(cx, key);
         }

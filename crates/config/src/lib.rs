@@ -163,6 +163,17 @@ impl ListenerKind {
         }
     }
 
+    /// The port a listener of this kind binds when `bind` gives none: 1883 (tcp), 8883 (tls),
+    /// 8083 (ws), 8084 (wss).
+    pub fn default_port(self) -> u16 {
+        match self {
+            ListenerKind::Tcp => 1883,
+            ListenerKind::Tls => 8883,
+            ListenerKind::Ws => 8083,
+            ListenerKind::Wss => 8084,
+        }
+    }
+
     /// True for kinds that carry TLS (and therefore need a `[listeners.tls]` table).
     pub fn is_tls(self) -> bool {
         matches!(self, ListenerKind::Tls | ListenerKind::Wss)
@@ -186,7 +197,9 @@ pub struct ListenerConfig {
     pub name: String,
     pub kind: ListenerKind,
     /// Unique among listeners (an unspecified address such as 0.0.0.0 conflicts with every
-    /// address of its family on the same port).
+    /// address of its family on the same port). `bind = "IP:PORT"`, or `"IP"` for the kind's
+    /// default port ([`ListenerKind::default_port`]); without `bind`, 127.0.0.1 on that port
+    /// (local-only, like the rest of the defaults).
     pub bind: SocketAddr,
     /// Cap on open connections through this listener, on top of `mqtt.max_connections`.
     /// `None`: only the global cap applies. 0 is refused (it would never mean "unlimited").

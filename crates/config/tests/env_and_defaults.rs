@@ -111,14 +111,14 @@ fn bad_env_overrides_name_the_variable() {
         ("RAMPART_LISTENERS__5__BIND", "127.0.0.1:1"),
         ("RAMPART_LISTENERS__NAME", "x"),
         ("RAMPART_MQTT__MAX_QOS__X", "1"),
-        ("RAMPART_LISTENERS__0__BIND", "0.0.0.0"),
+        ("RAMPART_LISTENERS__0__BIND", "0.0.0.0:x"),
         ("RAMPART_MQTT", "x"),
     ]);
     let got = lines(Config::from_str(FILE, "r.toml", &e).expect_err("must fail"));
     assert_eq!(
         got,
         [
-            "env RAMPART_LISTENERS__0__BIND: listeners[0].bind: \"0.0.0.0\" is not an IP:PORT address (examples: 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883)",
+            "env RAMPART_LISTENERS__0__BIND: listeners[0].bind: \"0.0.0.0:x\" is not an IP:PORT address or an IP (examples: 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883, 0.0.0.0 for the kind's default port)",
             "env RAMPART_LISTENERS__5__BIND: listeners[5].bind: index 5 is past the end of `listeners` (1 entries); the next new entry is 1",
             "env RAMPART_LISTENERS__NAME: listeners.name: `listeners` is a list: the segment after it must be an index such as 0",
             "env RAMPART_MQTT: unknown RAMPART_ variable; overrides are spelled RAMPART_<SECTION>__<KEY>, e.g. RAMPART_MQTT__MAX_PACKET_SIZE",

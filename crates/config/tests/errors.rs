@@ -196,6 +196,38 @@ fn node_name_is_checked() {
 }
 
 #[test]
+fn bind_defaults_to_loopback_on_the_kind_port() {
+    let tls = "[listeners.tls]\ncert_file = \"c\"\nkey_file = \"k\"\n";
+    let text = format!(
+        "[[listeners]]\nname = \"a\"\nkind = \"tcp\"\n\
+         [[listeners]]\nname = \"b\"\nkind = \"tls\"\n{tls}\
+         [[listeners]]\nname = \"c\"\nkind = \"ws\"\n\
+         [[listeners]]\nname = \"d\"\nkind = \"wss\"\nbind = \"0.0.0.0\"\n{tls}\
+         [[listeners]]\nname = \"e\"\nkind = \"wss\"\nbind = \"[::]\"\n{tls}\
+         [[listeners]]\nname = \"f\"\nkind = \"tls\"\nbind = \"127.0.0.1:9883\"\n{tls}"
+    );
+    let c = ok(&text);
+    let binds: Vec<String> = c.listeners.iter().map(|l| l.bind.to_string()).collect();
+    assert_eq!(
+        binds,
+        [
+            "127.0.0.1:1883",
+            "127.0.0.1:8883",
+            "127.0.0.1:8083",
+            "0.0.0.0:8084",
+            "[::]:8084",
+            "127.0.0.1:9883"
+        ]
+    );
+    // Two listeners of one kind without bind share a default: a conflict, reported.
+    let twice = "[[listeners]]\nname = \"a\"\nkind = \"tcp\"\n[[listeners]]\nname = \"b\"\nkind = \"tcp\"\n";
+    assert_eq!(
+        errs(twice),
+        ["r.toml:4: listeners[1].bind: 127.0.0.1:1883 conflicts with 127.0.0.1:1883 of listeners[0] (\"a\")"]
+    );
+}
+
+#[test]
 fn missing_required_listener_keys_point_at_the_header() {
     let text = "[node]\nname = \"n\"\n\n[[listeners]]\nproxy_protocol = false\n";
     assert_eq!(
@@ -203,7 +235,6 @@ fn missing_required_listener_keys_point_at_the_header() {
         [
             "r.toml:4: listeners[0].name: missing required key",
             "r.toml:4: listeners[0].kind: missing required key",
-            "r.toml:4: listeners[0].bind: missing required key",
         ]
     );
 }
@@ -220,7 +251,7 @@ max_connections = 0
         errs(text),
         [
             "r.toml:3: listeners[0].kind: expected one of \"tcp\", \"tls\", \"ws\", \"wss\", found \"quic\"",
-            "r.toml:4: listeners[0].bind: \"localhost:1883\" is not an IP:PORT address (examples: 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883)",
+            "r.toml:4: listeners[0].bind: \"localhost:1883\" is not an IP:PORT address or an IP (examples: 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883, 0.0.0.0 for the kind's default port)",
             "r.toml:5: listeners[0].max_connections: 0 is out of range 1..=10000000",
         ]
     );

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import free_port
-from pki import CA, CLIENT_EXT, Pki, cat
+from mqtt_client import Client
+from pki import CA, CLIENT_EXT, SERVER_EXT, Pki, cat
 from tls_fixtures import (TIMEOUT, TransportClient, listener_toml, mosquitto, mtls_table,
                           negotiated, s_client, served_certs, tls_table)
 
@@ -220,6 +221,38 @@ def test_sni_picks_certificate(broker_factory, pki, tmp_path):
     assert "CN = other.test" in served_certs(out)[0], out
     _, out = s_client(port, "-showcerts", servername="localhost", ca=pki.ca_bundle)
     assert "CN = localhost" in served_certs(out)[0], out
+
+
+def test_expiry_alarm_and_counters_in_sys(broker_factory, pki, tmp_path):
+    # A server certificate with 10 days left: warned about in the log and in $SYS (T3).
+    cert, key = pki.inter.issue(tmp_path, "soon", "localhost", SERVER_EXT, days=10)
+    chain = cat(tmp_path / "soon-chain.pem", cert, pki.inter.cert)
+    port = free_port()
+    b = broker_factory(extra_toml=listener_toml("soon", "tls", port, tls_table(
+        pki, cert_file=str(chain), key_file=str(key))))
+    _, out = s_client(port, ca=pki.ca_bundle)
+    assert negotiated(out) is not None, out
+    assert "server certificate expires soon" in b.log_text()
+    base = "$SYS/broker/tls/listeners/soon"
+    c = Client(b)
+    try:
+        c.connect()
+        c.subscribe("$SYS/broker/#")
+        seen = {}
+        deadline = time.monotonic() + TIMEOUT
+        want = (f"{base}/certificate/days_left", f"{base}/alarms",
+                "$SYS/broker/transport/tls_handshakes", "$SYS/broker/tls/alarms/count")
+        # Values refresh every second: wait until the handshake above is counted.
+        while not (all(t in seen for t in want)
+                   and int(seen["$SYS/broker/transport/tls_handshakes"]) >= 1):
+            m = c.expect_message(max(0.0, deadline - time.monotonic()))
+            seen[m.topic] = m.payload.decode()
+        assert int(seen[f"{base}/certificate/days_left"]) in (9, 10), seen
+        assert "certificate_expiring" in seen[f"{base}/alarms"], seen
+        assert int(seen["$SYS/broker/tls/alarms/count"]) >= 1, seen
+        assert int(seen[f"{base}/certificate/not_after"]) > time.time()
+    finally:
+        c.stop()
 
 
 def test_handshake_timeout_frees_the_slot(broker_factory, pki):

@@ -1114,10 +1114,7 @@ mod tests {
             reason: String::new(),
             expires_at: None,
         }));
-        assert_eq!(
-            p.admit_client("x", ip(9), t).err(),
-            Some(Refusal::Banned)
-        );
+        assert_eq!(p.admit_client("x", ip(9), t).err(), Some(Refusal::Banned));
     }
 
     #[test]

@@ -122,7 +122,12 @@ fn publish_all(r: &Router) {
         ),
         ("$SYS/broker/auth/acl/denied", get(&am.authz_denied)),
     ];
-    for (topic, value) in items.into_iter().chain(more) {
+    let tls = tls_items();
+    let static_items = items
+        .into_iter()
+        .chain(more)
+        .map(|(t, v)| (t.to_string(), v));
+    for (topic, value) in static_items.chain(tls) {
         let msg = Arc::new(Message {
             topic: topic.into(),
             payload: Bytes::from(value),
@@ -136,6 +141,61 @@ fn publish_all(r: &Router) {
         r.retain(&msg, &mut rampart_store::WriteBatch::new());
         r.publish(&msg);
     }
+}
+
+/// Transport security (issue 4): handshake counters, each TLS listener's soonest certificate
+/// expiry and its active alarms (OCSP responder failing, certificate expiring, CRL out of
+/// date). A handful of topics per TLS listener; listener names are plain topic levels.
+fn tls_items() -> Vec<(String, String)> {
+    use rampart_tls::alarms::AlarmKind;
+    use std::collections::BTreeMap;
+    let mut out: Vec<(String, String)> = rampart_tls::stats::snapshot()
+        .into_iter()
+        .map(|(name, v)| (format!("$SYS/broker/transport/{name}"), v.to_string()))
+        .collect();
+    let now = rampart_tls::unix_now();
+    let mut soonest: BTreeMap<String, i64> = BTreeMap::new();
+    for c in rampart_tls::expiry::cert_expiries() {
+        let e = soonest.entry(c.listener).or_insert(c.not_after);
+        *e = (*e).min(c.not_after);
+    }
+    let alarms = rampart_tls::alarms::active_alarms();
+    out.push((
+        "$SYS/broker/tls/alarms/count".to_string(),
+        alarms.len().to_string(),
+    ));
+    for (listener, not_after) in &soonest {
+        let base = format!("$SYS/broker/tls/listeners/{listener}");
+        out.push((
+            format!("{base}/certificate/not_after"),
+            not_after.to_string(),
+        ));
+        // Whole days left, negative once expired (floor, so an expired one never shows 0).
+        out.push((
+            format!("{base}/certificate/days_left"),
+            (not_after - now).div_euclid(86_400).to_string(),
+        ));
+        let mine: Vec<String> = alarms
+            .iter()
+            .filter(|a| &a.listener == listener)
+            .map(|a| {
+                let kind = match a.kind {
+                    AlarmKind::OcspFailing => "ocsp_failing",
+                    AlarmKind::CertExpiring => "certificate_expiring",
+                    AlarmKind::CrlExpired => "crl_expired",
+                };
+                format!("{kind}: {}", a.detail)
+            })
+            .collect();
+        // "none" rather than an empty payload, which would delete the retained value.
+        let text = if mine.is_empty() {
+            "none".to_string()
+        } else {
+            mine.join("\n")
+        };
+        out.push((format!("{base}/alarms"), text));
+    }
+    out
 }
 
 /// The broker's own retained $SYS values, left out of the retained count.

@@ -228,61 +228,7 @@ fn build(st: &State, loaded: &Loaded) -> Result<Arc<ServerConfig>, TlsError> {
     }
     let resolver = SniResolver { default, by_name };
 
-    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
-        if st.cfg.client_auth == ClientAuth::None {
-            WebPkiClientVerifier::no_client_auth()
-        } else {
-            let mut roots = RootCertStore::empty();
-            for c in &loaded.ca {
-                roots.add(c.clone()).map_err(|e| {
-                    TlsError::new(format!(
-                        "ca_file {}: unusable CA certificate: {e}",
-                        st.cfg
-                            .ca_file
-                            .as_deref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    ))
-                })?;
-            }
-            let mut crls = loaded.crls.clone();
-            crls.extend(
-                st.crls
-                    .values()
-                    .filter_map(|f| f.value.as_ref())
-                    .flat_map(|c| c.der.iter().cloned()),
-            );
-            let no_crl_yet = st.cfg.crl_fetch && crls.is_empty();
-            let crls = crls
-                .iter()
-                .map(|c| {
-                    webpki::OwnedCertRevocationList::from_der(c.as_ref())
-                        .map(webpki::CertRevocationList::from)
-                        .map_err(|e| TlsError::new(format!("unusable CRL: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let roots = Arc::new(roots);
-            // Path and revocation checks are `DepthLimited`'s; this one does the handshake
-            // signatures and the CA hints.
-            let mut b =
-                WebPkiClientVerifier::builder_with_provider(roots.clone(), st.provider.clone());
-            if st.cfg.client_auth == ClientAuth::Optional {
-                b = b.allow_unauthenticated();
-            }
-            let inner = b
-                .build()
-                .map_err(|e| TlsError::new(format!("client verification setup: {e}")))?;
-            Arc::new(DepthLimited {
-                inner,
-                roots,
-                crls,
-                deny_expired_crl: st.cfg.crl_expired == CrlExpired::Deny,
-                algs: st.provider.signature_verification_algorithms,
-                max_intermediates: usize::from(st.cfg.verify_depth),
-                seen_crl_urls: st.cfg.crl_fetch.then(|| st.seen_crl_urls.clone()),
-                no_crl_yet,
-            })
-        };
+    let verifier = client_verifier(st, loaded)?;
     let mut sc = ServerConfig::builder_with_provider(st.provider.clone())
         .with_protocol_versions(&policy::protocol_versions(&st.cfg))
         .map_err(|e| TlsError::new(format!("TLS policy: {e}")))?
@@ -291,6 +237,66 @@ fn build(st: &State, loaded: &Loaded) -> Result<Arc<ServerConfig>, TlsError> {
     // The configured order is the operator's preference (T2).
     sc.ignore_client_order = true;
     Ok(Arc::new(sc))
+}
+
+/// The client-certificate verifier of `client_auth`, with the CA bundle and every CRL
+/// (configured and fetched).
+fn client_verifier(
+    st: &State,
+    loaded: &Loaded,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    if st.cfg.client_auth == ClientAuth::None {
+        return Ok(WebPkiClientVerifier::no_client_auth());
+    }
+    let mut roots = RootCertStore::empty();
+    for c in &loaded.ca {
+        roots.add(c.clone()).map_err(|e| {
+            TlsError::new(format!(
+                "ca_file {}: unusable CA certificate: {e}",
+                st.cfg
+                    .ca_file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+    }
+    let fetched = st
+        .crls
+        .values()
+        .filter_map(|f| f.value.as_ref())
+        .flat_map(|c| c.der.iter());
+    let crls = loaded
+        .crls
+        .iter()
+        .chain(fetched)
+        .map(|c| {
+            webpki::OwnedCertRevocationList::from_der(c.as_ref())
+                .map(webpki::CertRevocationList::from)
+                .map_err(|e| TlsError::new(format!("unusable CRL: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let no_crl_yet = st.cfg.crl_fetch && crls.is_empty();
+    let roots = Arc::new(roots);
+    // Path and revocation checks are `DepthLimited`'s; this one does the handshake signatures
+    // and the CA hints.
+    let mut b = WebPkiClientVerifier::builder_with_provider(roots.clone(), st.provider.clone());
+    if st.cfg.client_auth == ClientAuth::Optional {
+        b = b.allow_unauthenticated();
+    }
+    let inner = b
+        .build()
+        .map_err(|e| TlsError::new(format!("client verification setup: {e}")))?;
+    Ok(Arc::new(DepthLimited {
+        inner,
+        roots,
+        crls,
+        deny_expired_crl: st.cfg.crl_expired == CrlExpired::Deny,
+        algs: st.provider.signature_verification_algorithms,
+        max_intermediates: usize::from(st.cfg.verify_depth),
+        seen_crl_urls: st.cfg.crl_fetch.then(|| st.seen_crl_urls.clone()),
+        no_crl_yet,
+    }))
 }
 
 fn expiries(name: &str, loaded: &Loaded) -> Vec<CertExpiry> {

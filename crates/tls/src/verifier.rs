@@ -111,9 +111,7 @@ fn pki_error(e: webpki::Error) -> Error {
         W::InvalidCrlSignatureForPublicKey => {
             return Error::InvalidCertRevocationList(CertRevocationListError::BadSignature)
         }
-        W::RequiredEkuNotFoundContext(_) => {
-            CertificateError::InvalidPurpose
-        }
+        W::RequiredEkuNotFoundContext(_) => CertificateError::InvalidPurpose,
         // Too deep, and everything else: refused without more detail to the peer.
         _ => CertificateError::ApplicationVerificationFailure,
     };

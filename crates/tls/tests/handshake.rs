@@ -252,7 +252,10 @@ async fn verify_depth_counts_the_verified_path() {
             "localhost",
         )
         .await;
-        assert!(info.is_ok(), "depth 2 must accept a two-intermediate path: {info:?}");
+        assert!(
+            info.is_ok(),
+            "depth 2 must accept a two-intermediate path: {info:?}"
+        );
     }
     let too_shallow = source_with(1);
     let (info, _) = handshake(

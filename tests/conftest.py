@@ -9,6 +9,8 @@ marked `rampart_only` are skipped then.
 from __future__ import annotations
 
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -45,10 +47,26 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+_GIVEN_PORTS: set = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, below the kernel's ephemeral range (32768+): there, the
+    kernel hands the same port to several callers in a row and to outgoing client sockets,
+    so a broker started a moment later could find it taken. Never the same port twice in one
+    process; random, so that parallel test processes rarely meet."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        if port in _GIVEN_PORTS:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN_PORTS.add(port)
+        return port
+    raise RuntimeError("no free loopback port found in 200 tries")
 
 
 def port_accepts(host: str, port: int) -> bool:
@@ -195,12 +213,24 @@ class Broker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.peer} exited with {self.proc.returncode} at start:\n"
                                    + self.log_tail())
-            if port_accepts(self.host, self.port):
+            if port_accepts(self.host, self.port) and self._extra_binds_accept():
                 return self
             time.sleep(0.02)  # polling the port; bounded by the deadline
         self.kill()
         raise RuntimeError(f"{self.peer} did not accept on {self.address} within {timeout}s:\n"
                            + self.log_tail())
+
+    def _extra_binds_accept(self) -> bool:
+        """Every other loopback listener of the config accepts too: the broker binds its
+        listeners one after another (loading TLS material on the way), so the main port can
+        accept before the rest are bound."""
+        try:
+            text = self.config_path.read_text()
+        except OSError:
+            return True
+        binds = re.findall(r'^bind\s*=\s*"(127\.0\.0\.1|\[::1\]):(\d+)"', text, re.M)
+        return all(port_accepts(h.strip("[]"), int(p)) for h, p in binds
+                   if int(p) != self.port)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -61,6 +61,23 @@ pub struct LaunchOpts {
     /// Server certificate and key for TLS listeners (generated once per run).
     pub cert: Option<(PathBuf, PathBuf)>,
     pub mqtt_v5: bool,
+    /// Password files for the authentication scenarios (made once per run).
+    pub creds: Option<crate::auth::Credentials>,
+    /// PostgreSQL holding the `bench_mqtt_user` table, for auth-postgres.
+    pub pg_url: Option<String>,
+}
+
+/// How clients authenticate in the authentication scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Rampart: built-in users with argon2id hashes (default parameters) in its store, and
+    /// `auth.verified_cache_secs` as given (0 is the default: every login is hashed).
+    Argon2 { cache_secs: u64 },
+    /// Rampart: built-in users imported from Mosquitto's password file (PBKDF2-SHA512), so
+    /// that both brokers verify the same hashes.
+    MosquittoHashes,
+    /// Rampart: the PostgreSQL backend (salted SHA-256 rows).
+    Postgres,
 }
 
 /// What a scenario needs from the broker it runs against.
@@ -68,6 +85,24 @@ pub struct LaunchOpts {
 pub struct Needs {
     pub persistence: bool,
     pub tls: bool,
+    /// Rampart with its production `[limits]` (no permissive block): the flood measures them.
+    pub production_limits: bool,
+    /// Clients log in (Mosquitto: password file; rumqttd: its plain-text table).
+    pub auth: Option<Auth>,
+}
+
+/// Why `kind` cannot run a scenario with these needs (it is then reported as skipped).
+pub fn unsupported(kind: Kind, needs: Needs, o: &LaunchOpts) -> Option<String> {
+    match (kind, needs.auth) {
+        (_, Some(_)) if o.creds.is_none() => {
+            Some("no credentials (see the run's first notes)".into())
+        }
+        (Kind::Rampart, Some(Auth::Postgres)) if o.pg_url.is_none() => {
+            Some("no PostgreSQL (pass --pg-url; scripts/bench.sh starts one)".into())
+        }
+        (Kind::Rumqttd, Some(Auth::Postgres)) => Some("rumqttd has no SQL backend".into()),
+        _ => None,
+    }
 }
 
 pub struct Running {
@@ -156,6 +191,44 @@ pub fn rampart_knows_limits(bin: &Path) -> bool {
             .unwrap_or(false);
     fs::remove_dir_all(&dir).ok();
     ok
+}
+
+/// Appended to the built-in template for the authentication scenarios.
+const RAMPART_AUTH_BUILTIN: &str = r#"
+[auth]
+verified_cache_secs = {cache_secs}
+
+[[auth.backends]]
+name = "users"
+kind = "builtin"
+"#;
+
+const RAMPART_AUTH_POSTGRES: &str = r#"
+[[auth.backends]]
+name = "pg"
+kind = "postgres"
+url = "{pg_url}"
+query = "SELECT password_hash, salt FROM bench_mqtt_user WHERE username = ${username}"
+password_hash = "sha256-salt"
+"#;
+
+/// Imports the users of a `user:hash` file into a Rampart data directory (broker stopped).
+fn rampart_import_users(bin: &Path, file: &Path, data_dir: &Path) -> Result<()> {
+    let out = Command::new(bin)
+        .args(["ctl", "users", "import"])
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("run rampart ctl users import")?;
+    if !out.status.success() {
+        bail!(
+            "rampart ctl users import failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Appended to the built-in template when a scenario needs TLS.
@@ -297,6 +370,10 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
                     dir.display()
                 ));
             }
+            if let (Some(_), Some(cr)) = (needs.auth, &o.creds) {
+                c = c.replace("allow_anonymous true", "allow_anonymous false");
+                c.push_str(&format!("password_file {}\n", cr.mosquitto_file.display()));
+            }
             if needs.tls {
                 match &o.cert {
                     Some((cert, key)) => {
@@ -324,11 +401,16 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
                 Some(t) => t,
                 None => {
                     builtin = format!(
-                        "{RAMPART_TEMPLATE}{}{}",
-                        if o.rampart_limits {
+                        "{RAMPART_TEMPLATE}{}{}{}",
+                        if o.rampart_limits && !needs.production_limits {
                             RAMPART_LIMITS_BLOCK
                         } else {
                             ""
+                        },
+                        match needs.auth {
+                            Some(Auth::Postgres) => RAMPART_AUTH_POSTGRES,
+                            Some(_) => RAMPART_AUTH_BUILTIN,
+                            None => "",
                         },
                         if needs.tls && o.cert.is_some() {
                             RAMPART_TLS_BLOCK
@@ -346,9 +428,29 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
                 .unwrap_or_default();
             let storage = if needs.persistence {
                 o.persist_storage.clone()
+            } else if matches!(
+                needs.auth,
+                Some(Auth::Argon2 { .. } | Auth::MosquittoHashes)
+            ) {
+                // Built-in users live in the store.
+                "redb".to_string()
             } else {
                 "memory".to_string()
             };
+            let cache_secs = match needs.auth {
+                Some(Auth::Argon2 { cache_secs }) => cache_secs,
+                _ => 0,
+            };
+            if let (Some(a), Some(cr)) = (needs.auth, &o.creds) {
+                let file = match a {
+                    Auth::Argon2 { .. } => Some(&cr.argon2_file),
+                    Auth::MosquittoHashes => Some(&cr.mosquitto_file),
+                    Auth::Postgres => None,
+                };
+                if let Some(f) = file {
+                    rampart_import_users(&o.rampart_bin, f, &dir.join("data"))?;
+                }
+            }
             let conf_text = fill(
                 template,
                 &[
@@ -358,6 +460,8 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
                     ("storage", storage),
                     ("cert", cert),
                     ("key", key),
+                    ("cache_secs", cache_secs.to_string()),
+                    ("pg_url", o.pg_url.clone().unwrap_or_default()),
                 ],
             );
             if needs.tls {
@@ -398,6 +502,18 @@ fn start_once(kind: Kind, o: &LaunchOpts, needs: Needs) -> Result<Running> {
                  [{table}.1.connections]\nconnection_timeout_ms = 60000\n\
                  max_payload_size = 20480\nmax_inflight_count = 1000\ndynamic_filters = true\n"
             );
+            let mut c = c;
+            if let (Some(_), Some(cr)) = (needs.auth, &o.creds) {
+                // rumqttd compares plain-text passwords from its config (no hashing).
+                c.push_str(&format!("\n[{table}.1.connections.auth]\n"));
+                for i in 0..cr.users {
+                    c.push_str(&format!(
+                        "\"{}\" = \"{}\"\n",
+                        crate::auth::username(i),
+                        crate::auth::PASSWORD
+                    ));
+                }
+            }
             if needs.tls {
                 tls_note = Some("TLS not configured for rumqttd by this harness".into());
             }

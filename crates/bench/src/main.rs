@@ -5,7 +5,9 @@
 //! count; `compare` starts each broker itself, alternates them, and reports medians and ratios.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod broker;
+mod flood;
 mod hist;
 mod mqtt;
 mod procstat;
@@ -40,9 +42,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start each broker, run the scenarios against each in turn, print medians and ratios.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Run scenarios against a broker that is already running.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -98,6 +100,33 @@ struct Load {
     /// Worker threads of the tool's runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Flood: seconds it lasts (after a quiet baseline as long as the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    flood_secs: f64,
+    /// Flood: rapid connectors (connect, CONNECT, close, again) running at once.
+    #[arg(long, default_value_t = 200)]
+    flood_concurrency: usize,
+    /// Flood: idle sockets (nothing sent) held open, reopened when the broker closes them.
+    #[arg(long, default_value_t = 3000)]
+    flood_idle: usize,
+    /// Flood: half-open sockets (the first bytes of a CONNECT, then nothing) held open.
+    #[arg(long, default_value_t = 1000)]
+    flood_half: usize,
+    /// Flood: at most this many rapid connection attempts in all.
+    #[arg(long, default_value_t = 200_000)]
+    flood_max_attempts: u64,
+    /// Flood: milliseconds between the legitimate client's rounds.
+    #[arg(long, default_value_t = 100)]
+    legit_interval_ms: u64,
+    /// Authentication rate scenarios: clients logging in at once.
+    #[arg(long, default_value_t = 16)]
+    auth_concurrency: usize,
+    /// Clients of the reconnect storm.
+    #[arg(long, default_value_t = 10_000)]
+    storm_clients: usize,
+    /// Seconds the reconnect storm may take before it counts as failed.
+    #[arg(long, default_value_t = 120.0)]
+    storm_limit: f64,
     /// Append every record as a JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -130,6 +159,14 @@ struct CompareArgs {
     mosquitto_bin: String,
     #[arg(long, default_value = "rumqttd")]
     rumqttd_bin: String,
+    /// mosquitto_passwd, for the authentication scenarios' Mosquitto password file.
+    #[arg(long, default_value = "mosquitto_passwd")]
+    mosquitto_passwd_bin: String,
+    /// PostgreSQL URL for the auth-postgres scenario (its table bench_mqtt_user is created
+    /// with psql); without it the scenario is skipped. scripts/bench.sh starts a throwaway
+    /// server on loopback and passes it.
+    #[arg(long)]
+    pg_url: Option<String>,
     /// Replace the generated block of this Markdown file (BENCHMARKS.md) with the results.
     #[arg(long)]
     doc: Option<PathBuf>,
@@ -197,8 +234,8 @@ fn real_main(cli: Cli) -> Result<()> {
             .build()?
     };
     match cli.cmd {
-        Cmd::Compare(c) => compare(&rt, c),
-        Cmd::Run(r) => run_external(&rt, r),
+        Cmd::Compare(c) => compare(&rt, *c),
+        Cmd::Run(r) => run_external(&rt, *r),
     }
 }
 
@@ -245,12 +282,22 @@ fn params(l: &Load, tls: Option<Arc<mqtt::TlsClient>>) -> Result<Params> {
         tls,
         read_buf: l.read_buf.clamp(1024, 16 << 20),
         source_addrs: l.source_addrs.min(250),
+        flood_secs: dur(l.flood_secs)?,
+        flood_concurrency: l.flood_concurrency.clamp(1, 2000),
+        // The flood's sockets count against the tool's and the broker's open-file limit.
+        flood_idle: l.flood_idle.min(8000),
+        flood_half: l.flood_half.min(4000),
+        flood_max_attempts: l.flood_max_attempts.clamp(1, 1_000_000),
+        legit_interval_ms: l.legit_interval_ms.clamp(10, 10_000),
+        auth_concurrency: l.auth_concurrency.clamp(1, 1000),
+        storm_clients: l.storm_clients.clamp(1, 15_000),
+        storm_limit: dur(l.storm_limit)?,
     })
 }
 
 /// A whole scenario may not take longer than this beyond its configured windows.
 fn scenario_limit(p: &Params) -> Duration {
-    p.warmup + p.duration + Duration::from_secs(120)
+    p.warmup + p.duration + p.flood_secs + p.storm_limit + Duration::from_secs(120)
 }
 
 struct Sink {
@@ -347,7 +394,36 @@ fn compare(rt: &tokio::runtime::Runtime, c: CompareArgs) -> Result<()> {
             }
         );
     }
+    let any_auth = list.iter().any(|s| s.starts_with("auth"));
+    let creds = if any_auth {
+        match auth::Credentials::make(
+            &work.join("auth"),
+            p.storm_clients.max(p.auth_concurrency),
+            &rampart_bin,
+            &c.mosquitto_passwd_bin,
+        ) {
+            Ok(cr) => Some(cr),
+            Err(e) => {
+                eprintln!("note: authentication scenarios will fail: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let pg_url = match (&c.pg_url, list.iter().any(|s| s == "auth-postgres")) {
+        (Some(url), true) => match auth::prepare_postgres(url, p.auth_concurrency) {
+            Ok(()) => Some(url.clone()),
+            Err(e) => {
+                eprintln!("note: auth-postgres will be skipped: {e:#}");
+                None
+            }
+        },
+        _ => None,
+    };
     let launch = LaunchOpts {
+        creds,
+        pg_url,
         rampart_limits,
         rampart_bin,
         rampart_template,
@@ -366,6 +442,13 @@ fn compare(rt: &tokio::runtime::Runtime, c: CompareArgs) -> Result<()> {
             let mut order = kinds.clone();
             order.rotate_left(rep % kinds.len());
             for k in order {
+                if scenarios::rampart_only(sc) && k != Kind::Rampart {
+                    let mut r = Record::new(sc, k.name());
+                    r.note = "skipped: a Rampart-only variant".into();
+                    sink.emit(&r);
+                    all.push(r);
+                    continue;
+                }
                 eprintln!("[{}/{}] {sc} on {}", rep + 1, c.repeat.max(1), k.name());
                 for r in run_one(rt, k, &launch, sc, &p) {
                     sink.emit(&r);
@@ -440,6 +523,11 @@ fn run_one(
     sc: &str,
     p: &Params,
 ) -> Vec<Record> {
+    if let Some(why) = broker::unsupported(k, scenarios::needs(sc), launch) {
+        let mut r = Record::new(sc, k.name());
+        r.note = format!("skipped: {why}");
+        return vec![r];
+    }
     let mut b = match broker::start(k, launch, scenarios::needs(sc)) {
         Ok(b) => b,
         Err(e) => return vec![Record::failed(sc, k.name(), format!("start: {e:#}"))],

@@ -70,6 +70,9 @@ pub struct ConnectOpts {
     pub receive_maximum: u16,
     /// v5 only: session expiry (seconds) so that a non-clean session outlives the connection.
     pub session_expiry: u32,
+    /// Credentials for the authentication scenarios.
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 impl ConnectOpts {
@@ -81,7 +84,15 @@ impl ConnectOpts {
             version,
             receive_maximum: 65_535,
             session_expiry: 0,
+            username: None,
+            password: None,
         }
+    }
+
+    pub fn with_login(mut self, username: &str, password: &str) -> Self {
+        self.username = Some(username.to_string());
+        self.password = Some(password.to_string());
+        self
     }
 }
 
@@ -92,7 +103,14 @@ pub fn encode_connect(out: &mut Vec<u8>, o: &ConnectOpts) {
         Version::V4 => 4,
         Version::V5 => 5,
     });
-    body.push(if o.clean { 0x02 } else { 0x00 });
+    let mut flags = if o.clean { 0x02 } else { 0x00 };
+    if o.username.is_some() {
+        flags |= 0x80;
+    }
+    if o.password.is_some() {
+        flags |= 0x40;
+    }
+    body.push(flags);
     body.extend_from_slice(&o.keep_alive.to_be_bytes());
     if o.version == Version::V5 {
         let mut props = Vec::with_capacity(8);
@@ -106,6 +124,12 @@ pub fn encode_connect(out: &mut Vec<u8>, o: &ConnectOpts) {
         body.extend_from_slice(&props);
     }
     put_str(&mut body, o.client_id.as_bytes());
+    if let Some(u) = &o.username {
+        put_str(&mut body, u.as_bytes());
+    }
+    if let Some(p) = &o.password {
+        put_str(&mut body, p.as_bytes());
+    }
     out.push(CONNECT << 4);
     put_varint(out, body.len());
     out.extend_from_slice(&body);
@@ -455,6 +479,95 @@ impl Conn {
 
 pub type SharedTls = Arc<TlsClient>;
 
+/// A CONNECT encoded once for many connections: each use patches the last `DIGITS` bytes of
+/// the client id with the connection's number, so that the connection-count scenarios spend no
+/// formatting or encoding per connection.
+#[derive(Clone, Debug)]
+pub struct ConnectTemplate {
+    pub bytes: Vec<u8>,
+    digits_at: usize,
+}
+
+impl ConnectTemplate {
+    const DIGITS: usize = 8;
+
+    /// `o.client_id` is the prefix; the number is appended to it.
+    pub fn new(o: &ConnectOpts) -> Self {
+        let mut o = o.clone();
+        o.client_id.push_str(&"0".repeat(Self::DIGITS));
+        let mut bytes = Vec::with_capacity(64);
+        encode_connect(&mut bytes, &o);
+        // The client id comes right after the variable header; find it once.
+        let id = o.client_id.as_bytes();
+        let digits_at = bytes
+            .windows(id.len())
+            .position(|w| w == id)
+            .map(|p| p + id.len() - Self::DIGITS)
+            .unwrap_or(0);
+        ConnectTemplate { bytes, digits_at }
+    }
+
+    /// Writes `n` (mod 10^8) into the client id, zero-padded.
+    pub fn set_number(&mut self, mut n: usize) {
+        for i in (0..Self::DIGITS).rev() {
+            self.bytes[self.digits_at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
+}
+
+/// The cheapest complete MQTT connection, for the scenarios that count connections: plain TCP,
+/// the pre-encoded CONNECT written at once, the CONNACK read into a small stack buffer. It
+/// returns the bare stream (no split halves, no boxing, no frame buffer), which is all an idle
+/// connection needs to keep.
+pub async fn connect_bare(
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    connect: &[u8],
+    timeout: Duration,
+) -> Result<TcpStream> {
+    let fut = async {
+        let mut s = tcp_connect(addr, local).await?;
+        s.write_all(connect).await?;
+        read_connack(&mut s).await.map(|()| s)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| anyhow!("connect to {addr} timed out"))?
+}
+
+/// Reads one CONNACK (skipping nothing: it must be the first packet) and checks its code.
+pub async fn read_connack<R: AsyncRead + Unpin>(s: &mut R) -> Result<()> {
+    let mut buf = [0u8; 64];
+    let mut have = 0;
+    loop {
+        let n = s.read(&mut buf[have..]).await?;
+        if n == 0 {
+            bail!("connection closed by broker before CONNACK");
+        }
+        have += n;
+        if have >= 2 {
+            if buf[0] >> 4 != CONNACK {
+                bail!("expected CONNACK, got packet type {}", buf[0] >> 4);
+            }
+            if let Some((len, hl)) = read_varint(&buf[1..have]) {
+                if have >= 1 + hl + len {
+                    let code = *buf
+                        .get(1 + hl + 1)
+                        .ok_or_else(|| anyhow!("short CONNACK"))?;
+                    if code != 0 {
+                        bail!("CONNACK refused with code 0x{code:02x}");
+                    }
+                    return Ok(());
+                }
+            }
+            if have == buf.len() {
+                bail!("CONNACK too large");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +579,20 @@ mod tests {
             put_varint(&mut out, v);
             assert_eq!(read_varint(&out), Some((v, out.len())));
         }
+    }
+
+    #[test]
+    fn connect_template_patches_the_client_id() {
+        let o = ConnectOpts::new("c-", Version::V4).with_login("u", "p");
+        let mut t = ConnectTemplate::new(&o);
+        t.set_number(42);
+        let mut want = Vec::new();
+        encode_connect(
+            &mut want,
+            &ConnectOpts::new("c-00000042", Version::V4).with_login("u", "p"),
+        );
+        assert_eq!(t.bytes, want);
+        assert_eq!(want[9] & 0xc0, 0xc0, "username and password flags");
     }
 
     #[test]

@@ -8,6 +8,11 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// User + system CPU seconds of `pid` ("self" for this process), or None when it is gone.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    cpu_split(pid).map(|(u, s)| u + s)
+}
+
+/// (user, system) CPU seconds of `pid`.
+pub fn cpu_split(pid: &str) -> Option<(f64, f64)> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let rest = &s[s.rfind(')')? + 2..];
@@ -15,7 +20,7 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     // After the name, field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12.
     let ut: f64 = f.get(11)?.parse().ok()?;
     let st: f64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) / TICKS_PER_SEC)
+    Some((ut / TICKS_PER_SEC, st / TICKS_PER_SEC))
 }
 
 /// Resident set size in KiB (VmRSS), or None when the process is gone.
@@ -34,16 +39,19 @@ pub struct CpuMeter {
     broker: Option<String>,
     broker0: f64,
     tool0: f64,
+    tool_user0: f64,
 }
 
 impl CpuMeter {
     pub fn start(broker_pid: Option<u32>) -> Self {
         let broker = broker_pid.map(|p| p.to_string());
         let broker0 = broker.as_deref().and_then(cpu_seconds).unwrap_or(0.0);
+        let (u, s) = cpu_split("self").unwrap_or((0.0, 0.0));
         CpuMeter {
             broker,
             broker0,
-            tool0: cpu_seconds("self").unwrap_or(0.0),
+            tool0: u + s,
+            tool_user0: u,
         }
     }
 
@@ -55,6 +63,11 @@ impl CpuMeter {
         };
         let t = cpu_seconds("self").unwrap_or(0.0) - self.tool0;
         (b, t)
+    }
+
+    /// The tool's user-space CPU seconds since `start` (the rest of its CPU is the kernel's).
+    pub fn tool_user(&self) -> f64 {
+        cpu_split("self").map(|(u, _)| u).unwrap_or(0.0) - self.tool_user0
     }
 }
 

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::hist::Hist;
-use crate::mqtt::{self, Conn, ConnectOpts, Dial, PublishTemplate, SharedTls, Version};
+use crate::mqtt::{
+    self, Conn, ConnectOpts, ConnectTemplate, Dial, PublishTemplate, SharedTls, Version,
+};
 use crate::procstat::{rss_kb, CpuMeter};
 
 /// Every scenario name `--scenarios all` expands to, in run order.
@@ -28,6 +31,12 @@ pub const ALL: &[&str] = &[
     "persist-offline",
     "tls-handshake",
     "tls-fanin-q0",
+    "flood",
+    "auth-argon2",
+    "auth-argon2-cached",
+    "auth-postgres",
+    "auth-storm",
+    "auth-storm-cached",
 ];
 
 /// One measured result. Fields that do not apply to a scenario are NaN (null in JSON) or 0.
@@ -44,6 +53,8 @@ pub struct Record {
     pub max_us: f64,
     pub broker_cpu_s: f64,
     pub tool_cpu_s: f64,
+    /// The user-space part of `tool_cpu_s` (connect scenarios; NaN elsewhere).
+    pub tool_user_cpu_s: f64,
     /// Work per broker CPU-second (rate x window / broker CPU): on a shared, noisy machine this
     /// is steadier than the rate, which also depends on how much CPU the broker was given.
     pub per_broker_cpu_s: f64,
@@ -51,6 +62,9 @@ pub struct Record {
     pub sent: u64,
     pub received: u64,
     pub lost: u64,
+    /// Connection attempts that failed (flood: the legitimate client's; auth: refused logins
+    /// and retried storm attempts).
+    pub failures: u64,
     pub duration_s: f64,
     pub connections: u64,
     pub bytes_per_conn: f64,
@@ -70,11 +84,13 @@ impl Record {
             max_us: f64::NAN,
             broker_cpu_s: f64::NAN,
             tool_cpu_s: f64::NAN,
+            tool_user_cpu_s: f64::NAN,
             per_broker_cpu_s: f64::NAN,
             rss_kb: 0,
             sent: 0,
             received: 0,
             lost: 0,
+            failures: 0,
             duration_s: 0.0,
             connections: 0,
             bytes_per_conn: f64::NAN,
@@ -97,7 +113,7 @@ impl Record {
         self
     }
 
-    fn set_latency(&mut self, h: &Hist) {
+    pub(crate) fn set_latency(&mut self, h: &Hist) {
         if h.count() == 0 {
             return;
         }
@@ -145,16 +161,29 @@ pub struct Params {
     pub read_buf: usize,
     /// How many 127.0.0.x source addresses connections are spread over.
     pub source_addrs: u8,
+    /// Flood: how long it lasts, its rapid connectors, idle and half-open sockets held, and
+    /// its cap on attempts; the legitimate client's pause between rounds.
+    pub flood_secs: Duration,
+    pub flood_concurrency: usize,
+    pub flood_idle: usize,
+    pub flood_half: usize,
+    pub flood_max_attempts: u64,
+    pub legit_interval_ms: u64,
+    /// Authentication: clients logging in at once in the rate scenarios; clients of the
+    /// reconnect storm and its time limit.
+    pub auth_concurrency: usize,
+    pub storm_clients: usize,
+    pub storm_limit: Duration,
 }
 
 /// Nanoseconds since the tool started; the payload carries this as the send timestamp (publisher
 /// and subscriber are in the same process, so one clock serves both).
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-fn source_ip(i: usize, n: u8) -> Option<IpAddr> {
+pub(crate) fn source_ip(i: usize, n: u8) -> Option<IpAddr> {
     if n == 0 {
         return None;
     }
@@ -202,7 +231,7 @@ impl Shared {
 }
 
 const POLL: Duration = Duration::from_millis(100);
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn subscriber(mut c: Conn, sh: Arc<Shared>) -> Hist {
     let mut hist = Hist::new();
@@ -733,46 +762,58 @@ async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record
 }
 
 /// Opens `count` MQTT connections (CONNECT..CONNACK) with bounded concurrency and keeps them.
+/// `connect_concurrency` workers take connection numbers from a shared counter, each with its
+/// own pre-encoded CONNECT (no task, no allocation and no encoding per connection), so that the
+/// tool's share of the CPU goes to the sockets, not to itself.
 async fn open_many(
     t: &Target,
     p: &Params,
     first: usize,
     count: usize,
-    keep: &mut Vec<Conn>,
+    keep: &mut Vec<TcpStream>,
 ) -> Result<()> {
-    let sem = Arc::new(Semaphore::new(p.connect_concurrency.max(1)));
     let run = now_ns() % 1_000_000;
-    let mut hs = Vec::with_capacity(count);
-    for i in first..first + count {
-        let sem = sem.clone();
-        let d_addr = t.addr;
-        let local = source_ip(i, p.source_addrs);
-        let version = p.version;
+    let next = Arc::new(AtomicU64::new(first as u64));
+    let end = (first + count) as u64;
+    let tmpl = ConnectTemplate::new(&ConnectOpts::new(format!("bench-idle-{run}-"), p.version));
+    let workers = p.connect_concurrency.clamp(1, count.max(1));
+    let mut hs = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (next, mut tmpl) = (next.clone(), tmpl.clone());
+        let (addr, nsrc) = (t.addr, p.source_addrs);
         hs.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await;
-            let d = Dial {
-                addr: d_addr,
-                local,
-                tls: None,
-                // Idle connections only ever read a CONNACK: keep the tool's memory small.
-                read_buf: 1024,
-                timeout: IO_TIMEOUT,
-            };
-            Conn::connect(
-                &d,
-                &ConnectOpts::new(format!("bench-idle-{run}-{i}"), version),
-            )
-            .await
+            let mut got = Vec::new();
+            let mut errors = 0u64;
+            let mut first_err = None;
+            loop {
+                let i = next.fetch_add(1, Relaxed);
+                if i >= end {
+                    break;
+                }
+                tmpl.set_number(i as usize);
+                match mqtt::connect_bare(addr, source_ip(i as usize, nsrc), &tmpl.bytes, IO_TIMEOUT)
+                    .await
+                {
+                    Ok(s) => got.push(s),
+                    Err(e) => {
+                        errors += 1;
+                        first_err.get_or_insert(format!("{e:#}"));
+                    }
+                }
+            }
+            (got, errors, first_err)
         }));
     }
     let mut first_err = None;
     let mut errors = 0;
     for h in hs {
         match h.await {
-            Ok(Ok(c)) => keep.push(c),
-            Ok(Err(e)) => {
-                errors += 1;
-                first_err.get_or_insert(format!("{e:#}"));
+            Ok((got, n, e)) => {
+                keep.extend(got);
+                errors += n;
+                if first_err.is_none() {
+                    first_err = e;
+                }
             }
             Err(e) => {
                 errors += 1;
@@ -801,11 +842,13 @@ async fn connect(t: &Target, p: &Params) -> Result<Vec<Record>> {
     let r = open_many(t, p, 0, p.connections, &mut keep).await;
     let el = t0.elapsed().as_secs_f64();
     let (bcpu, tcpu) = meter.finish();
+    let tuser = meter.tool_user();
     let mut out = Vec::new();
     let mut rec = Record::new(&format!("connect-{}", short(p.connections)), &t.broker);
     rec.msgs_per_sec = keep.len() as f64 / el;
     rec.broker_cpu_s = bcpu;
     rec.tool_cpu_s = tcpu;
+    rec.tool_user_cpu_s = tuser;
     rec.duration_s = el;
     rec.connections = keep.len() as u64;
     if let Err(e) = r {
@@ -909,10 +952,26 @@ async fn tls_handshakes(t: &Target, p: &Params) -> Result<Record> {
 
 /// What the broker must offer for a scenario.
 pub fn needs(name: &str) -> crate::broker::Needs {
+    use crate::broker::Auth;
     crate::broker::Needs {
         persistence: name.starts_with("persist"),
         tls: name.starts_with("tls"),
+        // What the flood measures is the production admission control.
+        production_limits: name == "flood",
+        auth: match name {
+            "auth-argon2" => Some(Auth::Argon2 { cache_secs: 0 }),
+            "auth-argon2-cached" | "auth-storm-cached" => Some(Auth::Argon2 { cache_secs: 300 }),
+            "auth-postgres" => Some(Auth::Postgres),
+            "auth-storm" => Some(Auth::MosquittoHashes),
+            _ => None,
+        },
     }
+}
+
+/// Scenarios that are a Rampart-only variant of another (a non-default Rampart setting); the
+/// other brokers are not run again for them.
+pub fn rampart_only(name: &str) -> bool {
+    name.ends_with("-cached")
 }
 
 /// Runs one scenario (it may yield several records, e.g. `connect`).
@@ -957,6 +1016,11 @@ pub async fn run(name: &str, t: &Target, p: &Params) -> Result<Vec<Record>> {
         "connect" => connect(t, p).await?,
         "persist-offline" => persist_offline(t, p).await?,
         "tls-handshake" => vec![tls_handshakes(t, p).await?],
+        "flood" => crate::flood::flood(t, p).await?,
+        "auth-argon2" | "auth-argon2-cached" | "auth-postgres" => {
+            vec![crate::auth::rate(name, t, p).await?]
+        }
+        "auth-storm" | "auth-storm-cached" => vec![crate::auth::storm(name, t, p).await?],
         other => bail!("unknown scenario {other:?}; known: {}", ALL.join(", ")),
     };
     Ok(out.into_iter().map(Record::finish).collect())
@@ -1089,6 +1153,15 @@ mod tests {
             // The toy broker listens on 127.0.0.1 only, like the real runs; keep the default
             // source address so that the test does not depend on 127.0.0.x being routable.
             source_addrs: 0,
+            flood_secs: Duration::from_millis(500),
+            flood_concurrency: 4,
+            flood_idle: 10,
+            flood_half: 10,
+            flood_max_attempts: 2000,
+            legit_interval_ms: 50,
+            auth_concurrency: 2,
+            storm_clients: 50,
+            storm_limit: Duration::from_secs(10),
         }
     }
 
@@ -1144,6 +1217,46 @@ mod tests {
         assert_eq!(names, ["connect-50", "idle-50", "idle-60"]);
         assert_eq!(recs[0].connections, 50);
         assert_eq!(recs[2].connections, 60);
+    }
+
+    #[tokio::test]
+    async fn auth_rate_and_storm_log_in_and_count() {
+        let t = target().await;
+        let p = params();
+        let recs = tokio::time::timeout(Duration::from_secs(30), run("auth-argon2", &t, &p))
+            .await
+            .expect("bounded")
+            .expect("runs");
+        assert!(
+            recs[0].error.is_none() && recs[0].msgs_per_sec > 0.0,
+            "{:?}",
+            recs[0]
+        );
+        let recs = tokio::time::timeout(Duration::from_secs(30), run("auth-storm", &t, &p))
+            .await
+            .expect("bounded")
+            .expect("runs");
+        let r = &recs[0];
+        assert!(r.error.is_none(), "{r:?}");
+        assert_eq!(r.received, p.storm_clients as u64, "{r:?}");
+        assert!(r.duration_s > 0.0 && r.max_us.is_finite(), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn flood_measures_both_legitimate_clients() {
+        let t = target().await;
+        let recs = tokio::time::timeout(Duration::from_secs(30), run("flood", &t, &params()))
+            .await
+            .expect("bounded")
+            .expect("runs");
+        let names: Vec<&str> = recs.iter().map(|r| r.scenario.as_str()).collect();
+        assert_eq!(names, ["flood", "flood-neighbour"]);
+        for r in &recs {
+            // The toy broker refuses nothing: every round of the legitimate client succeeds.
+            assert!(r.sent > 0 && r.failures == 0, "{r:?}");
+            assert!(r.p50_us.is_finite(), "{r:?}");
+            assert!(r.msgs_per_sec > 0.0, "{r:?}");
+        }
     }
 
     #[tokio::test]

@@ -2,11 +2,14 @@
 request with `openssl ocsp` in request/response-file mode over the CA's `index.txt` (the
 `openssl ocsp -port` server binds every interface and fails on some hosts).
 
-    python3 ocsp_responder.py PORT INDEX CA_CERT SIGNER_CERT SIGNER_KEY
+    python3 ocsp_responder.py PORT INDEX CA_CERT SIGNER_CERT SIGNER_KEY [TLS_CHAIN TLS_KEY]
+
+With TLS_CHAIN and TLS_KEY it answers over HTTPS.
 """
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,7 +48,12 @@ def main() -> None:
         def log_message(self, *args):
             pass
 
-    HTTPServer(("127.0.0.1", int(port)), Handler).serve_forever()
+    server = HTTPServer(("127.0.0.1", int(port)), Handler)
+    if len(sys.argv) >= 8:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certfile=sys.argv[6], keyfile=sys.argv[7])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import free_port, port_accepts
 from pki import Pki
-from tls_fixtures import (TransportClient, listener_toml, mosquitto, negotiated, s_client,
-                          served_certs, tls_table, wait_until)
+from tls_fixtures import (HttpsDir, TransportClient, listener_toml, mosquitto, negotiated,
+                          s_client, served_certs, tls_table, wait_until)
 
 pytestmark = pytest.mark.rampart_only
 
@@ -28,17 +28,24 @@ def replace(dst: Path, src: Path) -> None:
     os.replace(tmp, dst)
 
 
-def test_ocsp_response_stapled(broker_factory, tmp_path):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_ocsp_response_stapled(broker_factory, tmp_path, scheme):
     ocsp_port = free_port()
-    pki = Pki(tmp_path / "pki", ocsp_url=f"http://127.0.0.1:{ocsp_port}")
-    responder = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("ocsp_responder.py")), str(ocsp_port),
-         str(pki.inter.dir / "index.txt"), str(pki.inter.cert), str(pki.inter.cert),
-         str(pki.inter.key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pki = Pki(tmp_path / "pki", ocsp_url=f"{scheme}://127.0.0.1:{ocsp_port}")
+    args = [sys.executable, str(Path(__file__).with_name("ocsp_responder.py")), str(ocsp_port),
+            str(pki.inter.dir / "index.txt"), str(pki.inter.cert), str(pki.inter.cert),
+            str(pki.inter.key)]
+    extra = {}
+    if scheme == "https":
+        # The responder's own certificate comes from another PKI, trusted via fetch_ca_file.
+        web = Pki(tmp_path / "web", tag="-web")
+        args += [str(web.server_chain), str(web.server_key)]
+        extra = {"fetch_ca_file": str(web.ca_bundle), "fetch_system_roots": False}
+    responder = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: port_accepts("127.0.0.1", ocsp_port), what="OCSP responder up")
         port = free_port()
-        b = broker_factory(extra_toml=listener_toml("ocsp", "tls", port, tls_table(pki)))
+        b = broker_factory(extra_toml=listener_toml("ocsp", "tls", port, tls_table(pki, **extra)))
 
         def stapled():
             _, out = s_client(port, "-status", ca=pki.ca_bundle)
@@ -211,3 +218,41 @@ def test_crl_fetched_from_distribution_point(broker_factory, tmp_path):
     finally:
         server.kill()
         server.wait()
+
+
+def test_crl_fetched_over_https(broker_factory, tmp_path):
+    # The distribution point is https://, served with a certificate of the test PKI: the
+    # broker trusts it through fetch_ca_file only (system roots off).
+    www = tmp_path / "www"
+    www.mkdir()
+    web = Pki(tmp_path / "web", tag="-web")
+    server = HttpsDir(www, web.server_chain, web.server_key)
+    with server:
+        pki = Pki(tmp_path / "pki", crl_url=f"https://127.0.0.1:{server.port}/inter.crl")
+        shutil.copyfile(pki.crl_inter, www / "inter.crl")
+        trusted, untrusted = free_port(), free_port()
+        common = dict(ca_file=pki.client_ca, client_auth="required", crl_fetch=True,
+                      reload_poll_secs=1, fetch_system_roots=False)
+        broker = broker_factory(extra_toml=(
+            listener_toml("fetch", "tls", trusted, tls_table(
+                pki, fetch_ca_file=str(web.ca_bundle), **common))
+            + listener_toml("no-roots", "tls", untrusted, tls_table(pki, **common))))
+
+        def pub(port, cert, key):
+            return mosquitto("mosquitto_pub", port, pki, "-t", "x", "-m", "x", cert=cert,
+                             key=key).returncode
+
+        wait_until(lambda: pub(trusted, pki.client_cert, pki.client_key) == 0, timeout=20,
+                   what="good client accepted once the CRL is fetched over https", step=0.5)
+        assert pub(trusted, pki.revoked_cert, pki.revoked_key) != 0
+        assert "CRL fetched" in broker.log_text()
+        # Without a root for the server's certificate nothing is fetched: fail closed. (The
+        # first handshake shows the broker the distribution point.)
+        assert pub(untrusted, pki.client_cert, pki.client_key) != 0
+
+        def refused():
+            return any("CRL fetch failed" in line and "listener=no-roots" in line
+                       and "TLS" in line for line in broker.log_text().splitlines())
+
+        wait_until(refused, timeout=20, what="https fetch refused for want of a root")
+        assert pub(untrusted, pki.client_cert, pki.client_key) != 0

@@ -119,3 +119,51 @@ def raw_http(port: int, request: bytes) -> bytes:
                 break
             data += chunk
         return data
+
+
+class HttpsDir:
+    """A loopback HTTPS server of `directory`, serving `chain` and `key` (a context manager):
+    the CRL distribution point over https:// in the tests."""
+
+    def __init__(self, directory: Path, chain: Path, key: Path):
+        import functools
+        import http.server
+        import ssl
+        import threading
+
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certfile=str(chain), keyfile=str(key))
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "HttpsDir":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=TIMEOUT)
+
+
+def _make_quiet_handler():
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def handle(self):
+            # A client that gives up mid-handshake must not print a traceback.
+            try:
+                super().handle()
+            except (OSError, ValueError):
+                pass
+
+    return Quiet
+
+
+_QuietHandler = _make_quiet_handler()

@@ -1080,15 +1080,17 @@ fn tls_section(cx: &mut Cx, mut r: Reader) -> Option<TlsListenerConfig> {
     let crl_refresh_secs = r.range::<u32>(cx, "crl_refresh_secs", 3600, 60, 86_400);
     let ocsp_stapling = r.get(cx, "ocsp_stapling", true);
     let ocsp_url = r.opt_parse(cx, "ocsp_url", |s| {
-        if s.starts_with("http://") && s.len() <= 2048 {
+        if (s.starts_with("http://") || s.starts_with("https://")) && s.len() <= 2048 {
             Ok(s.to_string())
         } else {
             Err(format!(
-                "\"{}\" is not an http:// URL (OCSP is fetched over plain HTTP; responses are signed)",
+                "\"{}\" is not an http:// or https:// URL of at most 2048 bytes",
                 clip(s)
             ))
         }
     });
+    let fetch_ca_file = r.opt::<PathBuf>(cx, "fetch_ca_file");
+    let fetch_system_roots = r.get(cx, "fetch_system_roots", true);
     let reload_poll_secs = r.range::<u32>(cx, "reload_poll_secs", 5, 1, 3600);
 
     for key in ["cert_file", "key_file"] {
@@ -1182,6 +1184,8 @@ fn tls_section(cx: &mut Cx, mut r: Reader) -> Option<TlsListenerConfig> {
         crl_refresh_secs,
         ocsp_stapling,
         ocsp_url,
+        fetch_ca_file,
+        fetch_system_roots,
         reload_poll_secs,
     })
 }

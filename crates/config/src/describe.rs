@@ -107,7 +107,8 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
             let _ = writeln!(
                 w,
                 "    tls: groups = {groups}, handshake_timeout_secs = {}, sni_certs = {}, \
-                 crl_expired = {}, crl_fetch = {}, ocsp_stapling = {}{}, reload_poll_secs = {}",
+                 crl_expired = {}, crl_fetch = {}, ocsp_stapling = {}{}, https fetch roots = {}, \
+                 reload_poll_secs = {}",
                 t.handshake_timeout_secs,
                 t.sni_cert_files.len(),
                 match t.crl_expired {
@@ -120,6 +121,12 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
                     .as_ref()
                     .map(|u| format!(" ({u})"))
                     .unwrap_or_default(),
+                match (&t.fetch_ca_file, t.fetch_system_roots) {
+                    (Some(f), true) => format!("{} + system", f.display()),
+                    (Some(f), false) => f.display().to_string(),
+                    (None, true) => "system".to_string(),
+                    (None, false) => "none".to_string(),
+                },
                 t.reload_poll_secs,
             );
         }

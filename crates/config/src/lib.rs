@@ -333,8 +333,9 @@ pub struct TlsListenerConfig {
     /// (which are all AEAD with forward secrecy). Only AEAD suites are accepted (T2).
     pub ciphers: Vec<String>,
     /// Maximum number of intermediate certificates between a client certificate and the CA
-    /// (T3). Default 10, range 1..=32. Worst case: each extra level is one more signature check
-    /// per handshake.
+    /// (T3), counted on the verified path to a certificate of `ca_file`, not in what the client
+    /// sends. Default 10, range 1..=32; the path builder never goes beyond 6, so larger values
+    /// act as 6. Worst case: each extra level is one more signature check per handshake.
     pub verify_depth: u8,
     /// Key-exchange groups in order of preference: `X25519`, `secp256r1`, `secp384r1`. Empty:
     /// the TLS library's defaults (all three).
@@ -348,7 +349,7 @@ pub struct TlsListenerConfig {
     pub sni_key_files: Vec<PathBuf>,
     /// What a handshake meets when a CRL is past its nextUpdate (T5). Default deny.
     pub crl_expired: CrlExpired,
-    /// Also fetch CRLs over HTTP from the CRL distribution points of the CA bundle and of
+    /// Also fetch CRLs over HTTP(S) from the CRL distribution points of the CA bundle and of
     /// client certificates seen, cached in memory and refreshed. Default false.
     pub crl_fetch: bool,
     /// Seconds between refreshes of fetched CRLs (sooner when a CRL's nextUpdate comes first).
@@ -357,8 +358,14 @@ pub struct TlsListenerConfig {
     /// Staple an OCSP response for the server certificate (T6) when a responder is known (the
     /// certificate's AIA extension or `ocsp_url`). Default true.
     pub ocsp_stapling: bool,
-    /// OCSP responder URL (http://) used instead of the certificate's AIA extension.
+    /// OCSP responder URL (http:// or https://) used instead of the certificate's AIA extension.
     pub ocsp_url: Option<String>,
+    /// PEM CA bundle trusted for https:// OCSP responders and CRL distribution points (on top
+    /// of the system roots unless `fetch_system_roots = false`). Default none.
+    pub fetch_ca_file: Option<PathBuf>,
+    /// Also trust the system's CA bundle (`SSL_CERT_FILE`, else the distribution's usual
+    /// file) for https:// fetches. Default true.
+    pub fetch_system_roots: bool,
     /// Seconds between checks of the certificate, key, CA and CRL files for changes (SIGHUP
     /// also reloads). Default 5, range 1..=3600. Worst case: a stat of each file per period.
     pub reload_poll_secs: u32,

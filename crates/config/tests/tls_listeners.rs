@@ -27,6 +27,7 @@ fn tls_defaults() {
     assert_eq!(t.handshake_timeout_secs, 10);
     assert_eq!(t.crl_expired, CrlExpired::Deny);
     assert!(!t.crl_fetch && t.ocsp_stapling && t.ocsp_url.is_none());
+    assert!(t.fetch_ca_file.is_none() && t.fetch_system_roots);
     assert_eq!(t.reload_poll_secs, 5);
     assert!(t.groups.is_empty() && t.sni_cert_files.is_empty());
 }
@@ -34,7 +35,7 @@ fn tls_defaults() {
 #[test]
 fn tls_options_parse() {
     let cfg = ok(&tls(
-        "groups = [\"secp384r1\", \"X25519\"]\nhandshake_timeout_secs = 3\nsni_cert_files = [\"b.pem\"]\nsni_key_files = [\"b.key\"]\nca_file = \"ca.pem\"\nclient_auth = \"required\"\ncrl_expired = \"allow\"\ncrl_fetch = true\ncrl_refresh_secs = 600\nocsp_url = \"http://ocsp.example.net/\"\nreload_poll_secs = 2\n",
+        "groups = [\"secp384r1\", \"X25519\"]\nhandshake_timeout_secs = 3\nsni_cert_files = [\"b.pem\"]\nsni_key_files = [\"b.key\"]\nca_file = \"ca.pem\"\nclient_auth = \"required\"\ncrl_expired = \"allow\"\ncrl_fetch = true\ncrl_refresh_secs = 600\nocsp_url = \"https://ocsp.example.net/\"\nfetch_ca_file = \"fetch-ca.pem\"\nfetch_system_roots = false\nreload_poll_secs = 2\n",
     ));
     let t = cfg.listeners[0].tls.as_ref().expect("tls");
     assert_eq!(t.groups, vec!["secp384r1", "X25519"]);
@@ -42,7 +43,12 @@ fn tls_options_parse() {
     assert_eq!(t.sni_key_files.len(), 1);
     assert_eq!(t.crl_expired, CrlExpired::Allow);
     assert!(t.crl_fetch);
-    assert_eq!(t.ocsp_url.as_deref(), Some("http://ocsp.example.net/"));
+    assert_eq!(t.ocsp_url.as_deref(), Some("https://ocsp.example.net/"));
+    assert_eq!(
+        t.fetch_ca_file.as_deref(),
+        Some(std::path::Path::new("fetch-ca.pem"))
+    );
+    assert!(!t.fetch_system_roots);
 }
 
 #[test]
@@ -56,7 +62,7 @@ fn tls_option_errors_say_why() {
     assert!(e[0].contains("each certificate needs its key"), "{e:?}");
     let e = errs(&tls("handshake_timeout_secs = 0\n"));
     assert!(e[0].contains("handshake_timeout_secs"), "{e:?}");
-    let e = errs(&tls("ocsp_url = \"https://x/\"\n"));
+    let e = errs(&tls("ocsp_url = \"ftp://x/\"\n"));
     assert!(e[0].contains("http://"), "{e:?}");
     let e = errs(&tls("crl_fetch = true\n"));
     assert!(e[0].contains("client_auth"), "{e:?}");

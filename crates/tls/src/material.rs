@@ -49,6 +49,36 @@ pub fn load_chain(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>
     Ok(out)
 }
 
+/// Where distributions keep the system's CA bundle, tried in order after `SSL_CERT_FILE`.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's trusted CA certificates (for https:// fetches) and the file they came from;
+/// `None` when no bundle is found. Unparsable entries of the bundle are skipped.
+pub fn system_roots() -> Option<(String, Vec<CertificateDer<'static>>)> {
+    let env = std::env::var("SSL_CERT_FILE").ok();
+    let paths = env
+        .iter()
+        .map(String::as_str)
+        .chain(SYSTEM_BUNDLES.iter().copied());
+    for p in paths {
+        let Ok(bytes) = read(Path::new(p), "system CA bundle") else {
+            continue;
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+            .filter_map(Result::ok)
+            .collect();
+        if !certs.is_empty() {
+            return Some((p.to_string(), certs));
+        }
+    }
+    None
+}
+
 /// A PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC). The key never reaches a log.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read(path, "key_file")?;

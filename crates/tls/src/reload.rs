@@ -17,7 +17,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SigningKey};
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +84,54 @@ struct Loaded {
     certs: Vec<ServerCert>,
     ca: Vec<CertificateDer<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Client of https:// OCSP responders and CRL distribution points.
+    fetch_tls: Arc<ClientConfig>,
+}
+
+impl Loaded {
+    fn empty(fetch_tls: Arc<ClientConfig>) -> Loaded {
+        Loaded {
+            certs: Vec::new(),
+            ca: Vec::new(),
+            crls: Vec::new(),
+            fetch_tls,
+        }
+    }
+}
+
+/// The TLS client for https:// fetches: `fetch_ca_file` and (unless turned off) the system
+/// roots. Built only when something is fetched (OCSP stapling or `crl_fetch`).
+fn fetch_client(cfg: &TlsListenerConfig) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    if cfg.ocsp_stapling || cfg.crl_fetch {
+        if let Some(p) = &cfg.fetch_ca_file {
+            for c in material::load_chain(p, "fetch_ca_file")? {
+                roots.add(c).map_err(|e| {
+                    TlsError::new(format!(
+                        "fetch_ca_file {}: unusable CA certificate: {e}",
+                        p.display()
+                    ))
+                })?;
+            }
+        }
+        if cfg.fetch_system_roots {
+            match material::system_roots() {
+                Some((_, certs)) => {
+                    roots.add_parsable_certificates(certs);
+                }
+                None => warn!(
+                    "no system CA bundle found (SSL_CERT_FILE or the usual files): https:// OCSP and CRL servers are trusted through fetch_ca_file only"
+                ),
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::new(format!("https client: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 #[derive(Clone)]
@@ -146,6 +194,7 @@ fn watched_files(cfg: &TlsListenerConfig) -> Vec<PathBuf> {
     v.extend(cfg.sni_key_files.iter().cloned());
     v.extend(cfg.ca_file.iter().cloned());
     v.extend(cfg.crl_files.iter().cloned());
+    v.extend(cfg.fetch_ca_file.iter().cloned());
     v
 }
 
@@ -204,7 +253,12 @@ fn load(cfg: &TlsListenerConfig, provider: &CryptoProvider) -> Result<Loaded, Tl
     for p in &cfg.crl_files {
         crls.extend(material::load_crls(p)?);
     }
-    Ok(Loaded { certs, ca, crls })
+    Ok(Loaded {
+        certs,
+        ca,
+        crls,
+        fetch_tls: fetch_client(cfg)?,
+    })
 }
 
 fn build(st: &State, loaded: &Loaded) -> Result<Arc<ServerConfig>, TlsError> {
@@ -330,11 +384,7 @@ pub fn start(name: &str, cfg: &TlsListenerConfig) -> Result<TlsSource, TlsError>
         name: name.to_string(),
         cfg: cfg.clone(),
         provider,
-        loaded: Loaded {
-            certs: Vec::new(),
-            ca: Vec::new(),
-            crls: Vec::new(),
-        },
+        loaded: Loaded::empty(loaded.fetch_tls.clone()),
         stamps,
         ocsp: BTreeMap::new(),
         crls: BTreeMap::new(),
@@ -374,7 +424,7 @@ impl State {
         if self.cfg.crl_fetch {
             for c in &loaded.ca {
                 if let Ok(f) = material::cert_facts(c) {
-                    for u in f.crl_urls.into_iter().filter(|u| u.starts_with("http://")) {
+                    for u in f.crl_urls.into_iter().filter(|u| crate::http::fetchable(u)) {
                         self.crls.entry(u).or_insert_with(Fetch::new);
                     }
                 }
@@ -403,14 +453,8 @@ impl State {
     }
 
     fn publish(&mut self, why: &str) {
-        let loaded = std::mem::replace(
-            &mut self.loaded,
-            Loaded {
-                certs: Vec::new(),
-                ca: Vec::new(),
-                crls: Vec::new(),
-            },
-        );
+        let empty = Loaded::empty(self.loaded.fetch_tls.clone());
+        let loaded = std::mem::replace(&mut self.loaded, empty);
         match build(self, &loaded) {
             Ok(sc) => {
                 self.tx.send_replace(sc);
@@ -551,17 +595,18 @@ impl State {
             cert.facts
                 .ocsp_urls
                 .iter()
-                .find(|u| u.starts_with("http://"))
+                .find(|u| crate::http::fetchable(u))
                 .cloned()
         });
         let (Some(url), Some(issuer)) = (url, cert.chain.get(1)) else {
             // Nothing to fetch: no responder known, or no issuer in the chain to name.
             info!(listener = %self.name, file = %cert.cert_file.display(),
-                "no OCSP stapling for this certificate (no http:// responder in its AIA extension or ocsp_url, or no issuer in the chain)");
+                "no OCSP stapling for this certificate (no http(s):// responder in its AIA extension or ocsp_url, or no issuer in the chain)");
             self.ocsp.remove(leaf);
             return false;
         };
         let file = cert.cert_file.display().to_string();
+        let fetch_tls = self.loaded.fetch_tls.clone();
         let result = async {
             let (req, serial) = ocsp::request(leaf, issuer)?;
             let body = crate::http::fetch(
@@ -569,6 +614,7 @@ impl State {
                 Some(("application/ocsp-request", &req)),
                 ocsp::MAX_RESPONSE_BYTES,
                 FETCH_TIMEOUT,
+                &fetch_tls,
             )
             .await?;
             let answer = ocsp::parse_response(&body, &serial)?;
@@ -631,17 +677,19 @@ impl State {
 
     /// Returns true when the fetched CRL changed.
     async fn fetch_crl(&mut self, url: &str) -> bool {
-        let result = crate::http::fetch(url, None, MAX_FETCHED_CRL_BYTES, FETCH_TIMEOUT)
-            .await
-            .and_then(|body| {
-                let crls = material::parse_crls(body)?;
-                // The earliest nextUpdate among them decides the refresh.
-                let next = crls
-                    .iter()
-                    .filter_map(|c| material::check_crl(c).ok().flatten())
-                    .min();
-                Ok((crls, next))
-            });
+        let fetch_tls = self.loaded.fetch_tls.clone();
+        let result =
+            crate::http::fetch(url, None, MAX_FETCHED_CRL_BYTES, FETCH_TIMEOUT, &fetch_tls)
+                .await
+                .and_then(|body| {
+                    let crls = material::parse_crls(body)?;
+                    // The earliest nextUpdate among them decides the refresh.
+                    let next = crls
+                        .iter()
+                        .filter_map(|c| material::check_crl(c).ok().flatten())
+                        .min();
+                    Ok((crls, next))
+                });
         let refresh = u64::from(self.cfg.crl_refresh_secs);
         let Some(f) = self.crls.get_mut(url) else {
             return false;

@@ -178,7 +178,7 @@ impl ClientCertVerifier for DepthLimited {
             if let Ok(facts) = crate::material::cert_facts(end_entity) {
                 let mut seen = seen.lock();
                 for u in facts.crl_urls {
-                    if seen.len() < MAX_SEEN_CRL_URLS && u.starts_with("http://") {
+                    if seen.len() < MAX_SEEN_CRL_URLS && crate::http::fetchable(&u) {
                         seen.insert(u);
                     }
                 }

@@ -91,6 +91,8 @@ fn config(cert: PathBuf, key: PathBuf) -> TlsListenerConfig {
         crl_refresh_secs: 3600,
         ocsp_stapling: false,
         ocsp_url: None,
+        fetch_ca_file: None,
+        fetch_system_roots: false,
         reload_poll_secs: 1,
     }
 }

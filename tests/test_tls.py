@@ -137,6 +137,20 @@ def test_mtls_good_client_accepted(tls_broker, pki):
     assert "client-good" in tls_broker.log_text()
 
 
+def test_mosquitto_sub_over_mtls(tls_broker, pki):
+    # A retained message is there for the subscriber, so no ordering is needed.
+    p = mosquitto("mosquitto_pub", tls_broker.mtls_port, pki, "-t", "m/retained", "-m",
+                  "kept", "-r", "-q", "1", cert=pki.client_cert, key=pki.client_key)
+    assert p.returncode == 0, p.stderr
+    s = mosquitto("mosquitto_sub", tls_broker.mtls_port, pki, "-t", "m/retained", "-C", "1",
+                  "-W", "10", cert=pki.client_cert, key=pki.client_key)
+    assert s.returncode == 0 and s.stdout.strip() == "kept", (s.stdout, s.stderr)
+    # The same subscriber without its certificate is refused.
+    s = mosquitto("mosquitto_sub", tls_broker.mtls_port, pki, "-t", "m/retained", "-C", "1",
+                  "-W", "5")
+    assert s.returncode != 0 and "kept" not in s.stdout
+
+
 @pytest.mark.parametrize("which", ["missing", "untrusted", "revoked", "expired"])
 def test_mtls_refusals(tls_broker, pki, which):
     cert, key = {

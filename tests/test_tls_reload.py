@@ -133,6 +133,42 @@ def test_rotate_server_certificate_and_ca_bundle(broker_factory, live):
             new.stop()
 
 
+def test_sighup_reloads_at_once(broker_factory, live):
+    # No file polling to speak of (an hour): only SIGHUP makes the broker re-read its files.
+    a, b, files = live
+    port = free_port()
+    broker = broker_factory(extra_toml=live_listener(files, port, reload_poll_secs=3600))
+    old = mtls_client(port, a)
+    try:
+        old.connect()
+        old.subscribe("hup/t", qos=1)
+        replace(files["key"], b.server_key)
+        replace(files["cert"], b.server_chain)
+        replace(files["ca"], b.client_ca)
+        replace(files["crl_root"], b.crl_root)
+        replace(files["crl_inter"], b.crl_inter)
+
+        def served(pki):
+            _, out = s_client(port, "-showcerts", "-cert", str(pki.client_cert), "-key",
+                              str(pki.client_key), ca=pki.ca_bundle)
+            return served_certs(out)
+
+        # Still the old material: nothing has told the broker.
+        certs = served(a)
+        assert len(certs) == 2 and "intermediate2" not in certs[1], certs
+        broker.signal(signal.SIGHUP)
+        wait_until(lambda: any("intermediate2" in c for c in served(b)), timeout=10,
+                   what="new certificate served after SIGHUP")
+        # A new client of the new PKI reaches the connection made before the reload (paho
+        # only reads there: its writes from this thread would race its loop on TLS).
+        p = mosquitto("mosquitto_pub", port, b, "-t", "hup/t", "-m", "still-here", "-q", "1",
+                      cert=b.client_cert, key=b.client_key)
+        assert p.returncode == 0, p.stderr
+        assert old.expect_message().payload == b"still-here"
+    finally:
+        old.stop()
+
+
 def test_bad_new_file_keeps_old_material(broker_factory, live):
     a, _, files = live
     port = free_port()

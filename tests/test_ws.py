@@ -8,7 +8,7 @@ import pytest
 from conftest import free_port
 from mqtt_client import Client
 from pki import Pki
-from tls_fixtures import TransportClient, listener_toml, raw_http, tls_table
+from tls_fixtures import TransportClient, listener_toml, mtls_table, raw_http, tls_table
 
 pytestmark = pytest.mark.rampart_only
 
@@ -96,3 +96,28 @@ def test_allowed_origin_accepted(ws_broker):
     # Without an Origin header (not a browser) the upgrade is accepted as well.
     resp = raw_http(ws_broker.origin_port, upgrade()).decode()
     assert resp.startswith("HTTP/1.1 101"), resp
+
+
+def test_wss_mutual_tls(broker_factory, pki):
+    # Client certificates (T4) on a WebSocket listener as on plain TLS: paho with its
+    # certificate is served, without one it never gets a CONNACK, nor with a revoked one.
+    port = free_port()
+    broker_factory(extra_toml=listener_toml("wss-mtls", "wss", port, mtls_table(pki)))
+    ok = TransportClient(port, transport="websockets", tls={
+        "ca_certs": pki.ca_bundle, "certfile": pki.client_cert, "keyfile": pki.client_key},
+        version=4)
+    try:
+        ok.connect()
+        ok.subscribe("wm/t", qos=1)
+        ok.publish("wm/t", b"over-wss-mtls", qos=1)
+        assert ok.expect_message().payload == b"over-wss-mtls"
+    finally:
+        ok.stop()
+    for identity in ({}, {"certfile": pki.revoked_cert, "keyfile": pki.revoked_key}):
+        c = TransportClient(port, transport="websockets",
+                            tls={"ca_certs": pki.ca_bundle, **identity}, version=4)
+        try:
+            with pytest.raises(Exception):
+                c.connect(timeout=5)
+        finally:
+            c.stop()

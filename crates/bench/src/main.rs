@@ -566,7 +566,12 @@ fn run_one(
             {
                 if let Some(e) = &mut r.error {
                     e.push_str(&format!(" [broker log: {said}]"));
-                } else if !r.note.starts_with("skipped") && !r.note.starts_with("offered") {
+                } else if !r.note.starts_with("skipped")
+                    && !r.note.starts_with("offered")
+                    // Refusals are what these measure; the broker's log of them is noise.
+                    && !sc.starts_with("flood")
+                    && !sc.starts_with("auth-storm")
+                {
                     r.note.push_str(&format!(" [broker log: {said}]"));
                 }
             }

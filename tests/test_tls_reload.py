@@ -44,21 +44,26 @@ def test_ocsp_response_stapled(broker_factory, tmp_path, scheme):
     responder = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: port_accepts("127.0.0.1", ocsp_port), what="OCSP responder up")
-        port = free_port()
-        b = broker_factory(extra_toml=listener_toml("ocsp", "tls", port, tls_table(pki, **extra)))
+        port, wss_port = free_port(), free_port()
+        b = broker_factory(extra_toml=(
+            listener_toml("ocsp", "tls", port, tls_table(pki, **extra))
+            + listener_toml("ocsp-wss", "wss", wss_port, tls_table(pki, **extra))))
 
-        def stapled():
-            _, out = s_client(port, "-status", ca=pki.ca_bundle)
+        def stapled(p):
+            _, out = s_client(p, "-status", ca=pki.ca_bundle)
             return "Cert Status: good" in out and out
 
-        out = wait_until(stapled, timeout=15, what="OCSP response stapled")
-        assert "OCSP Response Status: successful" in out
-        assert "Next Update:" in out
+        # Plain TLS and WebSocket over TLS listeners staple alike.
+        for p in (port, wss_port):
+            out = wait_until(lambda: stapled(p), timeout=15, what="OCSP response stapled")
+            assert "OCSP Response Status: successful" in out
+            assert "Next Update:" in out
         # A failing responder never blocks handshakes: the last good response stays stapled.
         responder.kill()
         responder.wait()
-        rc, out = s_client(port, "-status", ca=pki.ca_bundle)
-        assert negotiated(out) is not None and "Cert Status: good" in out, out
+        for p in (port, wss_port):
+            rc, out = s_client(p, "-status", ca=pki.ca_bundle)
+            assert negotiated(out) is not None and "Cert Status: good" in out, out
         assert "OCSP response fetched" in b.log_text()
     finally:
         if responder.poll() is None:

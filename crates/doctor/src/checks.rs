@@ -1266,14 +1266,27 @@ fn transport(cx: &Cx<'_>, out: &mut Vec<Finding>) {
             .fix("ocsp_stapling = true")
             .at_loc(loc("ocsp_stapling"))
         } else if let Some(url) = &tls.ocsp_url {
-            Finding::new(
-                "T6.ocsp",
-                "T6",
-                title,
-                Status::Pass,
-                format!("{label}: stapling on, responder {url} (ocsp_url)"),
-            )
-            .at_loc(loc("ocsp_url"))
+            if url.starts_with("https://") && tls.fetch_ca_file.is_none() && !tls.fetch_system_roots
+            {
+                Finding::new(
+                    "T6.ocsp",
+                    "T6",
+                    title,
+                    Status::Warn,
+                    format!("{label}: responder {url} is https:// but no root is trusted for it (no fetch_ca_file, fetch_system_roots = false): nothing is stapled"),
+                )
+                .fix("fetch_ca_file = \"<PEM bundle of the responder's CA>\" or fetch_system_roots = true in [listeners.tls]")
+                .at_loc(loc("fetch_system_roots"))
+            } else {
+                Finding::new(
+                    "T6.ocsp",
+                    "T6",
+                    title,
+                    Status::Pass,
+                    format!("{label}: stapling on, responder {url} (ocsp_url)"),
+                )
+                .at_loc(loc("ocsp_url"))
+            }
         } else {
             match load_certs(&tls.cert_file) {
                 Err(_) => Finding::new(

@@ -382,6 +382,16 @@ fn certificates_and_crls() {
         &format!("{crl}\nocsp_url = \"http://ocsp.fixture/\"\ncrl_expired = \"allow\""),
     );
     assert_eq!(status(&r, "T6.ocsp", Some("mqtts")), Status::Pass);
+    // An https:// responder needs a root to verify it by.
+    let r2 = run(
+        (2030, 1, 1),
+        (2025, 12, 1),
+        (2026, 2, 1),
+        &format!("{crl}\nocsp_url = \"https://ocsp.fixture/\"\nfetch_system_roots = false"),
+    );
+    let f = find(&r2, "T6.ocsp", Some("mqtts"));
+    assert_eq!(f.status, Status::Warn, "{}", f.evidence);
+    assert!(f.evidence.contains("no root is trusted"), "{}", f.evidence);
     let f = find(&r, "T5.crl", Some("mqtts"));
     assert_eq!(f.status, Status::Warn);
     assert_eq!(

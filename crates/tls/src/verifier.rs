@@ -48,8 +48,9 @@ pub struct DepthLimited {
 
 impl DepthLimited {
     /// Builds a path to the CA bundle no longer than `max_intermediates`: a path that is too
-    /// long is rejected inside path building, so webpki goes on to try shorter ones (a client
-    /// padding its chain, or a CA bundle holding an intermediate, is judged by the shortest).
+    /// long is rejected inside path building, so webpki goes on to try the others, and the
+    /// certificate is accepted if any valid path is short enough (padding the presented chain
+    /// changes nothing; a CA bundle that holds an intermediate shortens the path).
     fn verify_path(
         &self,
         end_entity: &CertificateDer<'_>,

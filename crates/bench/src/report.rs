@@ -82,12 +82,10 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 // context: the broker's half of every handshake is charged to the tool's
                 // connect(). What the tool itself spends is its user-space share.
                 notes.push(format!(
-                    "tool CPU {:.0}% of the broker's, {:.0}% of it in the kernel (loopback TCP \
-                     handshakes run in the connecting process); tool user-space CPU {:.0}% of \
-                     the broker's",
+                    "tool CPU {:.0}% of the broker's, {:.2} s of it in user space (the rest is \
+                     the kernel's: loopback TCP handshakes run in the connecting process)",
                     100.0 * tcpu / bcpu,
-                    100.0 * (1.0 - tuser / tcpu),
-                    100.0 * tuser / bcpu
+                    tuser
                 ));
             } else if !paced
                 && bcpu.is_finite()

@@ -1270,7 +1270,9 @@ impl Conn {
             ));
         }
         let mut reasons = Vec::with_capacity(s.filters.len());
-        let mut retained: Vec<Delivery> = Vec::new();
+        // Retained messages wait for the SUBACK's commit, which stores a persistent
+        // session's QoS 1/2 copies of them along with its subscriptions.
+        let mut retained = crate::router::PersistCtx::deferring();
         for (raw, mut opts) in s.filters {
             let parsed = match parse_subscription(&raw) {
                 Ok(p) => p,
@@ -1360,21 +1362,23 @@ impl Conn {
                 };
             if send_retained {
                 for m in self.router.retained_for(&parsed.filter) {
-                    retained.push(Delivery {
-                        qos: m.qos.min(opts.qos),
-                        msg: m,
-                        // Retained messages sent because of a subscription carry RETAIN 1
-                        // ([MQTT-3.3.1-8]).
-                        retain: true,
-                        subscription_ids: sub_id.into_iter().collect(),
-                        shared_group: None,
-                        seq: 0,
-                    });
+                    // Retained messages sent because of a subscription carry RETAIN 1
+                    // ([MQTT-3.3.1-8]).
+                    self.router.deliver_to(
+                        &self.session,
+                        &m,
+                        m.qos.min(opts.qos),
+                        true,
+                        sub_id.into_iter().collect(),
+                        &mut retained,
+                    );
                 }
             }
         }
         // SUBACK only once a persistent session's new subscriptions are on disk.
-        let commit = self.router.commit(self.session_batch(false));
+        let mut batch = self.session_batch(false);
+        batch.ops.append(&mut retained.batch.ops);
+        let commit = self.router.commit(batch);
         self.emit(
             &Packet::SubAck(SubAck {
                 packet_id: s.packet_id,
@@ -1383,11 +1387,9 @@ impl Conn {
             }),
             commit,
         );
-        for d in retained {
-            if self.session.push(d).is_err() {
-                self.counts.publish_dropped += 1;
-            }
-        }
+        // Queued now, sent after the SUBACK (the gated output keeps the order).
+        self.router
+            .release(retained.deferred.take().unwrap_or_default());
         Ok(())
     }
 
@@ -1552,7 +1554,6 @@ impl Conn {
             self.router.drop_session_state(&session, &state);
             self.router.registry.remove_if_same(&session);
             drop(slot);
-            self.router.redeliver_shared(&session, &state);
         } else {
             if self.persistent() {
                 // Remember when the client left, so expiry survives a restart.

@@ -145,6 +145,10 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
         )));
     }
     tasks.push(tokio::spawn(sys::run(router.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(timers::run_sweep(
+        router.clone(),
+        shutdown.clone(),
+    )));
     let _ = shutdown.wait_for(|s| *s).await;
     info!("shutting down");
     for t in tasks {

@@ -6,10 +6,16 @@
 //!   subscriptions change (SUBACK/UNSUBACK wait for the commit) and when it disconnects;
 //! - each QoS 1/2 delivery to a persistent session, in the same batch as the publisher's
 //!   inbound QoS 2 id and any retained change; the publisher's PUBACK/PUBREC waits for it;
+//!   deliveries are queued only once their batch is submitted (the writer commits in order,
+//!   so a removal caused by the subscriber's acknowledgement always comes after it);
+//! - retained messages sent at subscribe time, as QoS 1/2 queued copies in the SUBACK's
+//!   batch; shared-subscription messages handed to another member when a session ends, in
+//!   the batch that deletes the ended session;
 //! - the packet id of an outbound QoS 2 message before its PUBLISH is written, and the
 //!   PUBREC-received state before PUBREL is written, so that a message acknowledged with
 //!   PUBREC is never sent again as new after a crash;
-//! - removals (PUBACK, PUBCOMP, expiry) lazily, without waiting.
+//! - removals (PUBACK, PUBCOMP, expiry) lazily, without waiting; expired messages of offline
+//!   sessions are removed by a sweep (`timers::sweep_once`) and at restore, with orphans.
 
 use crate::message::{Delivery, Message};
 use crate::router::{Router, SubEntry};
@@ -20,6 +26,7 @@ use rampart_codec::{
 };
 use rampart_store::{
     MessageRecord, QueuedRecord, QueuedState, SessionRecord, Snapshot, SubscriptionRecord,
+    WriteBatch,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -137,9 +144,12 @@ fn will_from_record(r: &MessageRecord) -> rampart_codec::Will {
 }
 
 pub fn queued_record(seq: u64, d: &Delivery, state: QueuedState) -> QueuedRecord {
+    let mut message = message_record(&d.msg);
+    // The RETAIN flag as this subscriber gets it: restored into the delivery.
+    message.retain = d.retain;
     QueuedRecord {
         seq,
-        message: message_record(&d.msg),
+        message,
         state,
         subscription_ids: d.subscription_ids.clone(),
         granted_qos: d.qos as u8,
@@ -186,11 +196,18 @@ fn protocol_from_level(l: u8) -> ProtocolVersion {
 }
 
 /// Rebuild sessions, subscriptions, queues and retained messages from a snapshot. Returns
-/// the number of sessions and queued messages restored.
+/// the number of sessions and queued messages restored. Queued messages that expired while
+/// the broker was down, and entries left without a session (orphans), are deleted from the
+/// store instead.
 pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
     let cfg = &router.cfg;
     let mut queued_total = 0;
     let now = now_ms();
+    let mut purge = WriteBatch::new();
+    for client_id in &snap.orphan_clients {
+        purge.delete_session(client_id.as_str());
+    }
+    let mut expired = 0u64;
     for m in &snap.retained {
         let msg = Arc::new(message_from_record(m));
         if !msg.is_expired(Instant::now()) {
@@ -251,6 +268,12 @@ pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
         let mut max_seq = 0;
         for q in s.queue {
             max_seq = max_seq.max(q.seq);
+            // An expired message is never sent; one already sent (in flight) is resent.
+            if q.state == QueuedState::Queued && q.message.expiry_at_ms.is_some_and(|t| t <= now) {
+                purge.remove_queued(&*client_id, q.seq);
+                expired += 1;
+                continue;
+            }
             let d = Delivery {
                 msg: Arc::new(message_from_record(&q.message)),
                 qos: QoS::from_u8(q.granted_qos).unwrap_or(QoS::AtLeastOnce),
@@ -300,5 +323,10 @@ pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
             );
         }
     }
+    router.commit_detached(purge);
+    router
+        .queue_metrics
+        .expired_purged
+        .fetch_add(expired, Ordering::Relaxed);
     (sessions, queued_total)
 }

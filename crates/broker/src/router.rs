@@ -12,8 +12,9 @@ use rampart_core::retained::RetainedIndex;
 use rampart_core::topic::TopicFilter;
 use rampart_store::{QueuedState, Store, WriteBatch};
 use std::cell::RefCell;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// What the index stores per subscription: the session handle itself, so that routing a
@@ -41,6 +42,26 @@ pub struct Router {
     pub auth: Arc<rampart_auth::AuthService>,
     /// Admission, bans, overload and publish rates.
     pub limits: Arc<crate::limits::Limits>,
+    /// Session queue and durable-state counters, in $SYS.
+    pub queue_metrics: QueueMetrics,
+    /// Sessions that went offline with an expiry, with the slot generation they left in:
+    /// visited by the expired-message sweep (`timers::sweep_once`). An entry whose session
+    /// came back, ended or left again since is dropped when visited. Worst case: one entry
+    /// (24 bytes) per disconnection of a session with expiry since the entry was last visited.
+    pub(crate) offline: parking_lot::Mutex<VecDeque<(Weak<SessionShared>, u64)>>,
+}
+
+/// Counters of the session queues and their durable copies.
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    /// Deliveries refused because the session's queue was at its message or byte cap
+    /// (also counted in `publish_dropped`).
+    pub refused_full: AtomicU64,
+    /// Expired messages removed from queues (and the store) before anyone came to take them:
+    /// by the sweep over offline sessions and at restore.
+    pub expired_purged: AtomicU64,
+    /// Sessions ended because their expiry interval elapsed while disconnected.
+    pub sessions_expired: AtomicU64,
 }
 
 /// Store writes gathered while routing one message; committed as one batch.
@@ -101,17 +122,34 @@ impl Router {
             store,
             auth,
             limits,
+            queue_metrics: QueueMetrics::default(),
+            offline: parking_lot::Mutex::new(VecDeque::new()),
         }
     }
 
-    /// Route a message to every matching session. Returns the number of sessions it was
-    /// queued for.
-    /// Route a message whose store writes nobody waits for (wills, $SYS).
+    /// A delivery was refused because the session's queue is full.
+    fn note_refused(&self) {
+        self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
+        self.queue_metrics
+            .refused_full
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Route a message whose store writes nobody waits for (wills, $SYS). Returns the number
+    /// of sessions it was queued for.
     pub fn publish(&self, msg: &Arc<Message>) -> usize {
-        let mut ctx = PersistCtx::default();
+        let mut ctx = PersistCtx::deferring();
         let n = self.publish_with(msg, &mut ctx);
-        self.commit_detached(ctx.batch);
+        self.commit_detached_then_release(ctx);
         n
+    }
+
+    /// Submit the batch, then queue the deliveries: the stored copies are ahead of any
+    /// removal a subscriber's acknowledgement causes (the writer commits in order), so an
+    /// acknowledged copy never reappears after a restart.
+    fn commit_detached_then_release(&self, mut ctx: PersistCtx) {
+        self.commit_detached(std::mem::take(&mut ctx.batch));
+        self.release(ctx.deferred.take().unwrap_or_default());
     }
 
     /// Write a batch without waiting for it (its loss in a crash is acceptable).
@@ -242,7 +280,7 @@ impl Router {
         for (session, d) in deferred {
             let seq = d.seq;
             if session.push(d).is_err() {
-                self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                self.note_refused();
                 if seq != 0 {
                     let mut b = WriteBatch::new();
                     b.remove_queued(&*session.client_id, seq);
@@ -278,6 +316,18 @@ impl Router {
         let persist = qos != QoS::AtMostOnce
             && self.store.is_some()
             && session.persistent.load(Ordering::Relaxed);
+        if persist && ctx.deferred.is_some() {
+            // The queue is checked again when the delivery is released; refusing a message
+            // for a queue that is already full now saves writing and then removing its copy.
+            let q = session.queue.lock();
+            if q.items.len() >= session.max_queued_messages
+                || q.bytes + msg.cost() > session.max_queued_bytes
+            {
+                drop(q);
+                self.note_refused();
+                return false;
+            }
+        }
         let seq = if persist {
             session.next_seq.fetch_add(1, Ordering::Relaxed)
         } else {
@@ -291,15 +341,21 @@ impl Router {
             shared_group,
             seq,
         };
-        let record = persist.then(|| rampart_store::QueuedRecord {
-            seq,
-            message: ctx
+        let record = persist.then(|| {
+            let mut message = ctx
                 .record
                 .get_or_insert_with(|| crate::persist::message_record(msg))
-                .clone(),
-            state: QueuedState::Queued,
-            subscription_ids: d.subscription_ids.clone(),
-            granted_qos: qos as u8,
+                .clone();
+            // The RETAIN flag this subscriber gets (retain as published, or a retained
+            // message sent at subscribe time), restored as such after a restart.
+            message.retain = retain;
+            rampart_store::QueuedRecord {
+                seq,
+                message,
+                state: QueuedState::Queued,
+                subscription_ids: d.subscription_ids.clone(),
+                granted_qos: qos as u8,
+            }
         });
         if let Some(deferred) = &mut ctx.deferred {
             if let Some(r) = record {
@@ -316,10 +372,28 @@ impl Router {
                 true
             }
             Err(_) => {
-                self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                self.note_refused();
                 false
             }
         }
+    }
+
+    /// Queue `msg` for one session outside the routing walk (a retained message at subscribe
+    /// time) with the durability of a routed publish: a persistent session's QoS 1/2 copy
+    /// goes into `ctx.batch`, and with a deferring `ctx` the delivery waits in
+    /// `ctx.deferred` until [`Router::release`]. Returns false if it was not queued.
+    pub fn deliver_to(
+        &self,
+        session: &Arc<SessionShared>,
+        msg: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: Vec<u32>,
+        ctx: &mut PersistCtx,
+    ) -> bool {
+        // The cached record belongs to the previous message.
+        ctx.record = None;
+        self.deliver(session, msg, qos, retain, subscription_ids, None, ctx)
     }
 
     /// Store, replace or delete (empty payload) a retained message ([MQTT-3.3.1-5..7]).
@@ -359,17 +433,20 @@ impl Router {
 }
 
 impl Router {
-    /// Remove a session's subscriptions from the index and empty its queue; used when a
-    /// session ends (clean start, expiry 0, expiry timer).
+    /// End a session (clean start, expiry 0, expiry timer): remove its subscriptions from the
+    /// index, empty its queue and hand the QoS 1/2 messages that reached it through a shared
+    /// subscription, unacknowledged, to another member of the group ([MQTT-4.8.2-?]: the
+    /// Server SHOULD). Its stored state is deleted in the same batch that stores the
+    /// redelivered copies, so a crash keeps one or the other, never neither; the new member
+    /// gets them once that batch is durable.
     pub fn drop_session_state(
-        &self,
+        self: &Arc<Self>,
         session: &SessionShared,
         state: &crate::session::SessionState,
     ) {
+        let mut ctx = PersistCtx::deferring();
         if session.persistent.swap(false, Ordering::Relaxed) {
-            let mut b = WriteBatch::new();
-            b.delete_session(&*session.client_id);
-            self.commit_detached(b);
+            ctx.batch.delete_session(&*session.client_id);
         }
         for (group, filter) in state.subscriptions.keys() {
             if let Ok(parsed) = rampart_core::topic::parse_subscription(filter) {
@@ -380,14 +457,33 @@ impl Router {
         session
             .plain_subscriptions
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        session.clear_queue();
+        let queued = session.clear_queue();
+        self.redeliver_shared(session, queued, state, &mut ctx);
+        let deferred = ctx.deferred.take().unwrap_or_default();
+        let commit = self.commit(ctx.batch);
+        match (commit, tokio::runtime::Handle::try_current()) {
+            (Some(commit), Ok(rt)) if !deferred.is_empty() => {
+                let router = self.clone();
+                rt.spawn(async move {
+                    // Released even if the write failed: delivering beats losing.
+                    let _ = commit.await;
+                    router.release(deferred);
+                });
+            }
+            _ => self.release(deferred),
+        }
     }
 
-    /// QoS 1/2 messages that reached a departing session through a shared subscription and
-    /// were not acknowledged go to another member of the group.
-    pub fn redeliver_shared(&self, session: &SessionShared, state: &crate::session::SessionState) {
-        let mut pending: Vec<Delivery> = session
-            .clear_queue()
+    /// Choose another member for each shared delivery of a departing session: a connected
+    /// one if possible, else any other member (a persistent one queues it while offline).
+    fn redeliver_shared(
+        &self,
+        session: &SessionShared,
+        queued: Vec<Delivery>,
+        state: &crate::session::SessionState,
+        ctx: &mut PersistCtx,
+    ) {
+        let mut pending: Vec<Delivery> = queued
             .into_iter()
             .filter(|d| d.shared_group.is_some() && d.qos != QoS::AtMostOnce)
             .collect();
@@ -398,40 +494,35 @@ impl Router {
                 }
             }
         }
+        let other = |e: &SubEntry| e.session.client_id != session.client_id;
         for d in pending {
-            let group = match &d.shared_group {
-                Some(g) => g.clone(),
-                None => continue,
+            let Some(group) = d.shared_group.clone() else {
+                continue;
             };
             let mut target: Option<SubEntry> = None;
             self.subs.for_each_shared_match(&d.msg.topic, |m| {
                 if target.is_some() || m.group() != &*group {
                     return;
                 }
-                if let Some((_, e)) = m.choose(self.strategy, "", |_, e: &SubEntry| {
-                    e.session.client_id != session.client_id
-                        && e.session.online.load(Ordering::Relaxed)
-                }) {
-                    if e.session.online.load(Ordering::Relaxed)
-                        && e.session.client_id != session.client_id
-                    {
-                        target = Some(e.clone());
-                    }
-                }
+                let online = |e: &SubEntry| other(e) && e.session.online.load(Ordering::Relaxed);
+                target = m
+                    .choose(self.strategy, "", |_, e: &SubEntry| online(e))
+                    .map(|(_, e)| e)
+                    .filter(|e| online(e))
+                    .or_else(|| m.members().iter().map(|(_, e)| e).find(|e| other(e)))
+                    .cloned();
             });
             if let Some(entry) = target {
-                let qos = d.msg.qos.min(entry.options.qos);
-                let redelivery = Delivery {
-                    msg: d.msg.clone(),
-                    qos,
-                    retain: d.retain,
-                    subscription_ids: entry.subscription_id.into_iter().collect(),
-                    shared_group: Some(group),
-                    seq: 0,
-                };
-                if entry.session.push(redelivery).is_err() {
-                    self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+                ctx.record = None;
+                self.deliver(
+                    &entry.session,
+                    &d.msg,
+                    d.msg.qos.min(entry.options.qos),
+                    d.retain,
+                    entry.subscription_id.into_iter().collect(),
+                    Some(group),
+                    ctx,
+                );
             }
         }
     }
@@ -452,11 +543,11 @@ impl Router {
             publisher: Some(client_id.clone()),
             encoded: Default::default(),
         });
-        let mut ctx = PersistCtx::default();
+        let mut ctx = PersistCtx::deferring();
         if msg.retain {
             self.retain(&msg, &mut ctx.batch);
         }
         self.publish_with(&msg, &mut ctx);
-        self.commit_detached(ctx.batch);
+        self.commit_detached_then_release(ctx);
     }
 }

@@ -122,10 +122,29 @@ fn publish_all(r: &Router) {
         ),
         ("$SYS/broker/auth/acl/denied", get(&am.authz_denied)),
     ];
+    // Session queues and the durable store (issue 3).
+    let qm = &r.queue_metrics;
+    let store = r.store.as_ref().map(|s| s.stats()).unwrap_or_default();
+    let durable: [(&str, String); 7] = [
+        ("$SYS/broker/queue/refused", get(&qm.refused_full)),
+        ("$SYS/broker/queue/expired", get(&qm.expired_purged)),
+        ("$SYS/broker/sessions/expired", get(&qm.sessions_expired)),
+        (
+            "$SYS/broker/store/batches",
+            store.batches_committed.to_string(),
+        ),
+        (
+            "$SYS/broker/store/failures",
+            store.batches_failed.to_string(),
+        ),
+        ("$SYS/broker/store/syncs", store.syncs.to_string()),
+        ("$SYS/broker/store/bytes", store.file_bytes.to_string()),
+    ];
     let tls = tls_items();
     let static_items = items
         .into_iter()
         .chain(more)
+        .chain(durable)
         .map(|(t, v)| (t.to_string(), v));
     for (topic, value) in static_items.chain(tls) {
         let msg = Arc::new(Message {

@@ -222,6 +222,9 @@ pub struct Snapshot {
     /// broker can report (and a later purge can remove) them.
     pub orphan_queue_entries: u64,
     pub orphan_inbound_qos2: u64,
+    /// The client ids those orphans belong to, sorted, each once: the broker deletes them
+    /// (`Op::DeleteSession` removes queue entries and inbound ids with or without a session).
+    pub orphan_clients: Vec<String>,
 }
 
 /// Result of [`Store::check`]: counts, and every problem found (bounded, see `problems`).

@@ -152,15 +152,23 @@ impl Store for MemoryStore {
         for ((cid, _), r) in &st.queue {
             match by_id.get_mut(cid.as_str()) {
                 Some(s) => s.queue.push(r.clone()),
-                None => snap.orphan_queue_entries += 1,
+                None => {
+                    snap.orphan_queue_entries += 1;
+                    snap.orphan_clients.push(cid.clone());
+                }
             }
         }
         for (cid, id) in &st.inbound {
             match by_id.get_mut(cid.as_str()) {
                 Some(s) => s.inbound_qos2.push(*id),
-                None => snap.orphan_inbound_qos2 += 1,
+                None => {
+                    snap.orphan_inbound_qos2 += 1;
+                    snap.orphan_clients.push(cid.clone());
+                }
             }
         }
+        snap.orphan_clients.sort_unstable();
+        snap.orphan_clients.dedup();
         snap.sessions = by_id.into_values().collect();
         snap.retained = st.retained.values().cloned().collect();
         snap.kv = st

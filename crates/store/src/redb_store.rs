@@ -802,6 +802,9 @@ impl Walk<'_> {
                 .filter(|s| s.session.client_id == cid);
             let Some(owner) = owner else {
                 self.report.orphan_queue_entries += 1;
+                if snap.orphan_clients.last().map(String::as_str) != Some(cid) {
+                    snap.orphan_clients.push(cid.to_string());
+                }
                 continue;
             };
             match decode::<QueueValue>(v.value(), &|| format!("queue entry {cid:?}/{seq}")) {
@@ -836,9 +839,17 @@ impl Walk<'_> {
                 .filter(|s| s.session.client_id == cid)
             {
                 Some(s) => s.inbound_qos2.push(id),
-                None => self.report.orphan_inbound_qos2 += 1,
+                None => {
+                    self.report.orphan_inbound_qos2 += 1;
+                    if snap.orphan_clients.last().map(String::as_str) != Some(cid) {
+                        snap.orphan_clients.push(cid.to_string());
+                    }
+                }
             }
         }
+        // Each table listed its orphans in order; the two lists interleave.
+        snap.orphan_clients.sort_unstable();
+        snap.orphan_clients.dedup();
 
         let retained = txn.open_table(RETAINED).ctx(R)?;
         for item in retained.iter().ctx(R)? {

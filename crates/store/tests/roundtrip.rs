@@ -110,7 +110,19 @@ fn exercise(store: &dyn Store) {
     let s = store.load_all().unwrap();
     assert_eq!(s.orphan_queue_entries, 1);
     assert_eq!(s.orphan_inbound_qos2, 1);
+    assert_eq!(s.orphan_clients, vec!["ghost".to_string()]);
     assert_eq!(s.sessions.len(), 1);
+    // Deleting the absent session purges them (what the broker does at start-up).
+    commit(store, |b| {
+        b.delete_session("ghost");
+    });
+    let s = store.load_all().unwrap();
+    assert_eq!((s.orphan_queue_entries, s.orphan_inbound_qos2), (0, 0));
+    assert!(s.orphan_clients.is_empty());
+    commit(store, |b| {
+        b.append_queued("ghost", queued(1, b"x"))
+            .put_inbound_qos2("ghost", 9);
+    });
 
     // scan_kv keeps namespaces apart even when one is a prefix of another.
     commit(store, |b| {

@@ -480,7 +480,9 @@ pub struct MqttConfig {
     /// per client until acknowledged.
     pub max_inflight: u16,
     /// Messages queued for one client (offline or slow) beyond in-flight. Default 1000,
-    /// range 1..=10_000_000. On overflow QoS 0 is dropped (counted), QoS 1/2 disconnect (0x97).
+    /// range 1..=10_000_000. On overflow (this or max_queued_bytes) the newest messages for
+    /// that client are refused and counted ($SYS/broker/queue/refused); the queue keeps the
+    /// oldest.
     /// Worst case per client: min(max_queued_messages x max_packet_size, max_queued_bytes).
     pub max_queued_messages: u32,
     /// Bytes queued for one client. Default 16 MiB, range 1024..=1 TiB; must be at least

@@ -231,7 +231,7 @@ pub async fn storm(name: &str, t: &Target, p: &Params) -> Result<Record> {
     let mut hs = Vec::new();
     for _ in 0..p.connect_concurrency.clamp(1, n.max(1)) {
         let (next, tmpls) = (next.clone(), tmpls.clone());
-        let (addr, nsrc) = (t.addr, p.source_addrs);
+        let (addr, nsrc, timeout) = (t.addr, p.source_addrs, p.storm_timeout);
         hs.push(tokio::spawn(async move {
             let mut got = Vec::new();
             let mut err = None;
@@ -240,7 +240,7 @@ pub async fn storm(name: &str, t: &Target, p: &Params) -> Result<Record> {
                 if i >= tmpls.len() {
                     break;
                 }
-                match mqtt::connect_bare(addr, source_ip(i, nsrc), &tmpls[i], IO_TIMEOUT).await {
+                match mqtt::connect_bare(addr, source_ip(i, nsrc), &tmpls[i], timeout).await {
                     Ok(s) => got.push(s),
                     Err(e) => {
                         err.get_or_insert(format!("client {i}: {e:#}"));
@@ -268,11 +268,11 @@ pub async fn storm(name: &str, t: &Target, p: &Params) -> Result<Record> {
     let mut hs = Vec::with_capacity(n);
     for i in 0..n {
         let (tmpls, failed, first_err) = (tmpls.clone(), failed.clone(), first_err.clone());
-        let (addr, nsrc) = (t.addr, p.source_addrs);
+        let (addr, nsrc, timeout) = (t.addr, p.source_addrs, p.storm_timeout);
         hs.push(tokio::spawn(async move {
             let mut pause = Duration::from_millis(100 + (i % 100) as u64);
             while t0.elapsed() < limit {
-                match mqtt::connect_bare(addr, source_ip(i, nsrc), &tmpls[i], IO_TIMEOUT).await {
+                match mqtt::connect_bare(addr, source_ip(i, nsrc), &tmpls[i], timeout).await {
                     Ok(s) => return Some((t0.elapsed(), s)),
                     Err(e) => {
                         failed.fetch_add(1, Relaxed);

@@ -127,6 +127,9 @@ struct Load {
     /// Seconds the reconnect storm may take before it counts as failed.
     #[arg(long, default_value_t = 120.0)]
     storm_limit: f64,
+    /// Seconds one storm client waits for its CONNACK before giving up and retrying.
+    #[arg(long, default_value_t = 10.0)]
+    storm_timeout: f64,
     /// Append every record as a JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -292,6 +295,7 @@ fn params(l: &Load, tls: Option<Arc<mqtt::TlsClient>>) -> Result<Params> {
         auth_concurrency: l.auth_concurrency.clamp(1, 1000),
         storm_clients: l.storm_clients.clamp(1, 15_000),
         storm_limit: dur(l.storm_limit)?,
+        storm_timeout: dur(l.storm_timeout)?,
     })
 }
 

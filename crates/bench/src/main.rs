@@ -127,6 +127,10 @@ struct Load {
     /// Seconds the reconnect storm may take before it counts as failed.
     #[arg(long, default_value_t = 120.0)]
     storm_limit: f64,
+    /// A scenario fails at once when the broker's RSS passes this many MiB (the machine is
+    /// shared; a broker bug must not take all of its memory).
+    #[arg(long, default_value_t = 4096)]
+    max_broker_rss_mb: u64,
     /// Seconds one storm client waits for its CONNACK before giving up and retrying.
     #[arg(long, default_value_t = 10.0)]
     storm_timeout: f64,
@@ -296,12 +300,14 @@ fn params(l: &Load, tls: Option<Arc<mqtt::TlsClient>>) -> Result<Params> {
         storm_clients: l.storm_clients.clamp(1, 15_000),
         storm_limit: dur(l.storm_limit)?,
         storm_timeout: dur(l.storm_timeout)?,
+        max_broker_rss_mb: l.max_broker_rss_mb.max(64),
     })
 }
 
-/// A whole scenario may not take longer than this beyond its configured windows.
+/// A whole scenario may not take longer than this beyond its configured windows (a storm's
+/// set-up logs every client in once, which may take as long as the storm itself).
 fn scenario_limit(p: &Params) -> Duration {
-    p.warmup + p.duration + p.flood_secs + p.storm_limit + Duration::from_secs(120)
+    p.warmup + p.duration + p.flood_secs + 2 * p.storm_limit + Duration::from_secs(120)
 }
 
 struct Sink {
@@ -588,7 +594,9 @@ fn run_one(
 }
 
 /// Runs one scenario as a task (on a multi-thread runtime the orchestration then runs on the
-/// workers, not on this thread), bounded by `scenario_limit`.
+/// workers, not on this thread), bounded by `scenario_limit`, and by the broker's memory: a
+/// broker whose RSS passes `max_broker_rss_mb` fails the scenario at once, so that a broker
+/// bug cannot take the shared machine's memory with it.
 fn run_scenario(
     rt: &tokio::runtime::Runtime,
     sc: &str,
@@ -597,12 +605,35 @@ fn run_scenario(
 ) -> std::result::Result<Result<Vec<Record>>, tokio::time::error::Elapsed> {
     let (sc, t, p) = (sc.to_string(), t.clone(), p.clone());
     let limit = scenario_limit(&p);
+    let (pid, cap_kb) = (t.pid, p.max_broker_rss_mb.saturating_mul(1024));
     rt.block_on(async move {
         let task = tokio::spawn(async move { scenarios::run(&sc, &t, &p).await });
         let abort = task.abort_handle();
-        let r = tokio::time::timeout(limit, task).await;
+        let watch = async {
+            let Some(pid) = pid.map(|p| p.to_string()) else {
+                return std::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if let Some(kb) = procstat::rss_kb(&pid).filter(|kb| *kb > cap_kb) {
+                    return Err(anyhow!(
+                        "broker RSS {} MiB passed the cap of {} MiB (--max-broker-rss-mb); \
+                         scenario stopped",
+                        kb / 1024,
+                        cap_kb / 1024
+                    ));
+                }
+            }
+        };
+        let r = tokio::time::timeout(limit, async {
+            tokio::select! {
+                j = task => j.unwrap_or_else(|e| Err(anyhow!("scenario task failed: {e}"))),
+                e = watch => e,
+            }
+        })
+        .await;
         abort.abort();
-        r.map(|j| j.unwrap_or_else(|e| Err(anyhow!("scenario task failed: {e}"))))
+        r
     })
 }
 

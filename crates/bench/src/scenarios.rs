@@ -185,6 +185,8 @@ pub struct Params {
     pub storm_limit: Duration,
     /// How long one storm client waits for its CONNACK before it gives up and retries.
     pub storm_timeout: Duration,
+    /// The broker's RSS above which a scenario is stopped (MiB).
+    pub max_broker_rss_mb: u64,
 }
 
 /// Nanoseconds since the tool started; the payload carries this as the send timestamp (publisher
@@ -1180,6 +1182,7 @@ mod tests {
             storm_clients: 50,
             storm_limit: Duration::from_secs(10),
             storm_timeout: Duration::from_secs(10),
+            max_broker_rss_mb: 4096,
         }
     }
 

@@ -161,3 +161,148 @@ pub fn sweep_once(router: &Router, budget: usize, now: Instant) -> u64 {
     }
     purged
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Delivery, Message};
+    use crate::session::{ConnHandle, SessionState};
+    use rampart_codec::{ProtocolVersion, QoS};
+    use rampart_store::{MemoryStore, Store};
+    use std::sync::Arc;
+
+    fn router(store: Arc<dyn Store>) -> Arc<Router> {
+        let cfg = Arc::new(rampart_config::Config::local_only());
+        let auth =
+            Arc::new(rampart_auth::AuthService::from_config(&cfg, None).expect("auth service"));
+        let limits = crate::limits::Limits::new(&cfg.limits, None);
+        Arc::new(Router::new(cfg, Some(store), auth, limits))
+    }
+
+    /// An offline persistent session holding `n` stored messages, every other one expired
+    /// at `now`; registered for the sweep.
+    fn offline_session(r: &Router, id: &str, n: u64, now: Instant) -> Arc<SessionShared> {
+        let s = r
+            .registry
+            .get_or_create(id, || SessionShared::new(Arc::from(id), 1000, usize::MAX));
+        s.persistent.store(true, Ordering::Relaxed);
+        let mut slot = s.slot.lock();
+        slot.parked = Some(Box::new(SessionState::new(
+            Arc::from(id),
+            ProtocolVersion::V5,
+            300,
+        )));
+        slot.generation = 1;
+        drop(slot);
+        let mut batch = WriteBatch::new();
+        batch.put_session(crate::persist::session_record(
+            &SessionState::new(Arc::from(id), ProtocolVersion::V5, 300),
+            None,
+            0,
+            true,
+        ));
+        for seq in 1..=n {
+            let expired = seq % 2 == 0;
+            let d = Delivery {
+                msg: Arc::new(Message {
+                    topic: "t".into(),
+                    payload: bytes::Bytes::from(vec![0u8; 10]),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: Default::default(),
+                    expires_at: Some(if expired {
+                        now - Duration::from_secs(1)
+                    } else {
+                        now + Duration::from_secs(3600)
+                    }),
+                    publisher: None,
+                    encoded: Default::default(),
+                }),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+                shared_group: None,
+                seq,
+            };
+            batch.append_queued(
+                id,
+                crate::persist::queued_record(seq, &d, rampart_store::QueuedState::Queued),
+            );
+            s.push(d).expect("room");
+        }
+        r.store
+            .as_ref()
+            .expect("store")
+            .write(batch)
+            .try_result()
+            .expect("memory store resolves at once")
+            .expect("write");
+        r.offline.lock().push_back((Arc::downgrade(&s), 1));
+        s
+    }
+
+    fn stored_queue_len(r: &Router, id: &str) -> usize {
+        let snap = r.store.as_ref().expect("store").load_all().expect("load");
+        snap.sessions
+            .iter()
+            .find(|s| s.session.client_id == id)
+            .map_or(0, |s| s.queue.len())
+    }
+
+    #[test]
+    fn sweep_purges_expired_messages_from_queue_and_store() {
+        let r = router(Arc::new(MemoryStore::new()));
+        let now = Instant::now();
+        let s = offline_session(&r, "a", 10, now);
+        let bytes_before = s.queue.lock().bytes;
+        assert_eq!(sweep_once(&r, SWEEP_BUDGET, now), 5);
+        let q = s.queue.lock();
+        assert_eq!(q.items.len(), 5);
+        assert!(
+            q.items.iter().all(|d| d.seq % 2 == 1),
+            "only expired ones go"
+        );
+        assert_eq!(q.bytes, bytes_before / 2);
+        drop(q);
+        assert_eq!(stored_queue_len(&r, "a"), 5);
+        assert_eq!(r.queue_metrics.expired_purged.load(Ordering::Relaxed), 5);
+        // Still offline: it stays on the list for later ticks, which find nothing more.
+        assert_eq!(r.offline.lock().len(), 1);
+        assert_eq!(sweep_once(&r, SWEEP_BUDGET, now), 0);
+    }
+
+    #[test]
+    fn sweep_work_per_tick_is_bounded_and_resumes_where_it_stopped() {
+        let r = router(Arc::new(MemoryStore::new()));
+        let now = Instant::now();
+        let sessions: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| offline_session(&r, id, 10, now))
+            .collect();
+        // Budget 5: the first session (1 + 10 entries of work) spends it.
+        let left = |s: &Arc<SessionShared>| s.queue.lock().items.len();
+        assert_eq!(sweep_once(&r, 5, now), 5);
+        assert_eq!(sessions.iter().map(left).collect::<Vec<_>>(), [5, 10, 10]);
+        assert_eq!(sweep_once(&r, 5, now), 5);
+        assert_eq!(sweep_once(&r, 5, now), 5);
+        assert_eq!(sessions.iter().map(left).collect::<Vec<_>>(), [5, 5, 5]);
+        for id in ["a", "b", "c"] {
+            assert_eq!(stored_queue_len(&r, id), 5);
+        }
+    }
+
+    #[test]
+    fn sweep_drops_sessions_that_came_back_or_ended() {
+        let r = router(Arc::new(MemoryStore::new()));
+        let now = Instant::now();
+        let back = offline_session(&r, "back", 4, now);
+        back.slot.lock().conn = Some(ConnHandle { id: 7 });
+        let ended = offline_session(&r, "ended", 4, now);
+        ended.slot.lock().dead = true;
+        let again = offline_session(&r, "again", 4, now);
+        again.slot.lock().generation = 2; // reconnected and left again: a newer entry exists
+        assert_eq!(sweep_once(&r, SWEEP_BUDGET, now), 0);
+        assert!(r.offline.lock().is_empty());
+        assert_eq!(back.queue.lock().items.len(), 4);
+    }
+}

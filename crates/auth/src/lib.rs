@@ -729,11 +729,7 @@ impl AuthService {
         self.registry.claim(&key, owner).map_err(|()| {
             self.count(DenyKind::ClientIdTaken);
             info!(client_id = ?id.client_id, "client id refused: in use by another identity");
-            let mut d = Denial::new(DenyKind::ClientIdTaken);
-            if self.ownership_refusal == OwnershipRefusal::NotAuthorized {
-                d.reason = ReasonCode::NotAuthorized;
-            }
-            d
+            self.ownership_denial()
         })
     }
 
@@ -830,6 +826,47 @@ impl AuthService {
     /// Errors and timeouts of the ACL http source.
     pub fn acl_http_errors(&self) -> u64 {
         self.authz.http_errors.load(Ordering::Relaxed)
+    }
+
+    /// Longest an [`AuthService::authorize_async`] call can take: the http source's timeout
+    /// (asked at most once per source entry) plus slack. Callers bound their wait with it.
+    pub fn authorize_async_bound(&self) -> Duration {
+        let asks = self
+            .authz
+            .cfg
+            .sources
+            .iter()
+            .filter(|s| **s == AclSource::Http)
+            .count()
+            .max(1) as u32;
+        Duration::from_millis(self.authz.cfg.http_timeout_ms) * asks + Duration::from_millis(500)
+    }
+
+    /// The ownership rule for a session that outlives its connection: `stored_owner` is the
+    /// [`Identity::owner_key`] recorded with the session (`None`: recorded by no one, e.g. a
+    /// session from before owners were stored; the next client adopts it). A different
+    /// identity is refused like a takeover of a connected client id.
+    pub fn check_session_owner(
+        &self,
+        stored_owner: Option<&str>,
+        id: &Identity,
+    ) -> Result<(), Denial> {
+        match stored_owner {
+            Some(owner) if self.ownership && owner != id.owner_key() => {
+                self.count(DenyKind::ClientIdTaken);
+                info!(client_id = ?id.client_id, "client id refused: its stored session belongs to another identity");
+                Err(self.ownership_denial())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn ownership_denial(&self) -> Denial {
+        let mut d = Denial::new(DenyKind::ClientIdTaken);
+        if self.ownership_refusal == OwnershipRefusal::NotAuthorized {
+            d.reason = ReasonCode::NotAuthorized;
+        }
+        d
     }
 }
 
@@ -999,6 +1036,28 @@ impl ClientAuthz {
         let d = self.authz.decide(&self.identity, req);
         self.remember(req, d, now);
         d
+    }
+
+    /// The decision if it can be made without awaiting anything (a cached decision, or no
+    /// "http" source on the way); `None` when the http source must be asked: then ask with
+    /// [`AuthService::authorize_async`] off the packet path and [`ClientAuthz::record`] the
+    /// answer. Costs what [`ClientAuthz::authorize`] costs.
+    pub fn try_authorize(&mut self, req: &Request<'_>, now: Instant) -> Option<Decision> {
+        if let Some(d) = self.cached_decision(req, now) {
+            return Some(d);
+        }
+        match self.authz.step(&self.identity, req, 0) {
+            Step::Decided(d) => {
+                self.remember(req, d, now);
+                Some(d)
+            }
+            Step::AskHttp(_) => None,
+        }
+    }
+
+    /// Caches (and counts) a decision made elsewhere, for [`ClientAuthz::try_authorize`].
+    pub fn record(&mut self, req: &Request<'_>, d: Decision, now: Instant) {
+        self.remember(req, d, now);
     }
 
     /// [`ClientAuthz::authorize`] including the "http" source (awaited only on a cache miss

@@ -236,6 +236,16 @@ async fn client_id_ownership() {
     let c = conn("192.0.2.5:1");
     let alice = allowed(login(&svc, &c, Some("alice"), Some("a")).await);
     let bob = allowed(login(&svc, &c, Some("bob"), Some("b")).await);
+    // An offline session: its recorded owner decides (none recorded: anyone adopts it).
+    let alice_key = alice.owner_key();
+    assert!(svc.check_session_owner(Some(&alice_key), &alice).is_ok());
+    assert!(svc.check_session_owner(None, &bob).is_ok());
+    assert_eq!(
+        svc.check_session_owner(Some(&alice_key), &bob)
+            .expect_err("another identity")
+            .reason,
+        ReasonCode::ClientIdentifierNotValid
+    );
     let claim = svc.claim_client_id(&alice).expect("first claim");
     // Alice may take over her own session...
     let again = svc.claim_client_id(&alice).expect("same owner");
@@ -256,6 +266,12 @@ async fn client_id_ownership() {
         svc.claim_client_id(&bob).expect_err("refused").reason,
         ReasonCode::NotAuthorized
     );
+    assert_eq!(
+        svc.check_session_owner(Some(&alice_key), &bob)
+            .expect_err("refused")
+            .reason,
+        ReasonCode::NotAuthorized
+    );
 
     let svc = service(
         &format!("{CHEAP_HASH}{BUILTIN}[auth]\nclient_id_ownership = false\n"),
@@ -263,6 +279,7 @@ async fn client_id_ownership() {
     );
     let _c = svc.claim_client_id(&alice).expect("claim");
     let _d = svc.claim_client_id(&bob).expect("ownership off");
+    assert!(svc.check_session_owner(Some(&alice_key), &bob).is_ok());
 }
 
 async fn scram_login(

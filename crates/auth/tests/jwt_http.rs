@@ -640,6 +640,23 @@ async fn acl_http_source_in_order_with_fail_closed() {
         authz.authorize(&p("allowed/never-cached"), now),
         Decision::Deny
     );
+    // The broker's split: try without awaiting (a cached decision answers; a miss that
+    // reaches the http source says so), ask elsewhere, record the answer for next time.
+    assert_eq!(
+        authz.try_authorize(&p("allowed/x"), now),
+        Some(Decision::Allow)
+    );
+    assert_eq!(authz.try_authorize(&p("allowed/fresh"), now), None);
+    let asked = svc.authorize_async(&id, &p("allowed/fresh")).await;
+    assert_eq!(asked, Decision::Allow);
+    authz.record(&p("allowed/fresh"), asked, now);
+    let before = calls.load(Ordering::SeqCst);
+    assert_eq!(
+        authz.try_authorize(&p("allowed/fresh"), now),
+        Some(Decision::Allow)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), before);
+    assert!(svc.authorize_async_bound() >= Duration::from_millis(300));
 
     // Down: denies.
     let dead = dead_port();

@@ -3,11 +3,17 @@
 
 use crate::router::Router;
 use bytes::BytesMut;
-use rampart_auth::{AuthResult, ClientAuthz, ClientIdClaim, ConnectRequest, Identity};
+use rampart_auth::{
+    Action, AuthResult, AuthService, ClientAuthz, ClientIdClaim, ConnectRequest, Decision,
+    EnhancedAuth, Identity, Request,
+};
 use rampart_codec::{
-    decode, encode, Auth, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
+    decode, encode, Auth, Connect, Packet, Properties, ProtocolVersion, Publish, ReasonCode,
+    Subscribe,
 };
 use rampart_core::conn_info::ConnInfo;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -167,4 +173,136 @@ async fn read_auth<R: AsyncRead + Unpin>(
             _ => return None,
         }
     }
+}
+
+/// The rare or slow part of a connection's authentication and authorization state, boxed
+/// behind one pointer so that the common connection (no re-authentication, no "http" ACL
+/// source) pays 8 bytes for it.
+#[derive(Default)]
+pub(crate) struct AuthExt {
+    /// Kept only when CONNECT used enhanced authentication: a re-authentication runs the
+    /// chain again with the same connection facts (address, listener, certificate).
+    pub info: Option<ConnInfo>,
+    /// A re-authentication between two AUTH packets (the server's SCRAM state).
+    pub reauth: Option<Box<EnhancedAuth>>,
+    /// Work the connection's packet handling waits for; no later packet is handled first.
+    pub pending: Option<Pending>,
+}
+
+impl AuthExt {
+    pub fn is_empty(&self) -> bool {
+        self.info.is_none() && self.reauth.is_none() && self.pending.is_none()
+    }
+}
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// An awaited decision and what to do with it.
+pub(crate) struct Pending {
+    pub fut: BoxFuture<Done>,
+    pub then: Then,
+}
+
+/// What was held back while the decision was awaited.
+pub(crate) enum Then {
+    /// A PUBLISH waiting for its authorization.
+    Publish(Box<Publish>),
+    /// A SUBSCRIBE with the decisions known so far (`None`: being asked).
+    Subscribe(Box<Subscribe>, Vec<Option<Decision>>),
+    /// A step of MQTT 5 re-authentication.
+    Auth,
+}
+
+pub(crate) enum Done {
+    /// (index in the packet, decision) for each asked request.
+    Decisions(Vec<(usize, Decision)>),
+    Auth(AuthResult),
+}
+
+/// One request to put to the "http" ACL source: (index, action, topic, qos, retain).
+pub(crate) type Ask = (usize, Action, String, u8, bool);
+
+/// Asks the authorization sources, including the "http" one, for each request, concurrently
+/// (a SUBSCRIBE's filters are asked together). Bounded by the http timeout: an error or a
+/// timeout denies (fail closed).
+pub(crate) fn authorize_async(
+    svc: Arc<AuthService>,
+    identity: Arc<Identity>,
+    asks: Vec<Ask>,
+) -> BoxFuture<Done> {
+    Box::pin(async move {
+        let bound = svc.authorize_async_bound();
+        let indexes: Vec<usize> = asks.iter().map(|a| a.0).collect();
+        let all =
+            futures_util::future::join_all(asks.iter().map(|(i, action, topic, qos, retain)| {
+                let (svc, identity) = (&svc, &identity);
+                async move {
+                    let req = Request {
+                        action: *action,
+                        topic,
+                        qos: *qos,
+                        retain: *retain,
+                    };
+                    (*i, svc.authorize_async(identity, &req).await)
+                }
+            }));
+        match tokio::time::timeout(bound, all).await {
+            Ok(ds) => Done::Decisions(ds),
+            Err(_) => Done::Decisions(indexes.into_iter().map(|i| (i, Decision::Deny)).collect()),
+        }
+    })
+}
+
+/// The first step of MQTT 5 re-authentication (AUTH 0x19): the chain again, with the method
+/// and data of the AUTH packet and the facts of the connection.
+pub(crate) fn reauth_start(
+    svc: Arc<AuthService>,
+    info: ConnInfo,
+    identity: Arc<Identity>,
+    method: String,
+    data: Option<Vec<u8>>,
+) -> BoxFuture<Done> {
+    Box::pin(async move {
+        let req = ConnectRequest {
+            client_id: &identity.client_id,
+            username: identity.username.as_deref(),
+            password: None,
+            conn: &info,
+            protocol_level: 5,
+            auth_method: Some(&method),
+            auth_data: data.as_deref(),
+        };
+        Done::Auth(svc.authenticate(&req).await)
+    })
+}
+
+/// A later step of re-authentication (the client's AUTH 0x18).
+pub(crate) fn reauth_continue(
+    svc: Arc<AuthService>,
+    state: Box<EnhancedAuth>,
+    method: String,
+    data: Vec<u8>,
+) -> BoxFuture<Done> {
+    Box::pin(async move { Done::Auth(svc.continue_auth(state, &method, &data).await) })
+}
+
+/// Resolves with the pending work's result; never while nothing is pending.
+pub(crate) async fn pending_done(ext: &mut Option<Box<AuthExt>>) -> Done {
+    std::future::poll_fn(|cx| match ext.as_mut().and_then(|e| e.pending.as_mut()) {
+        Some(p) => p.fut.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await
+}
+
+/// The AUTH packet the server sends during re-authentication.
+pub(crate) fn auth_packet(reason: ReasonCode, method: &str, data: Option<Vec<u8>>) -> Packet {
+    Packet::Auth(Auth {
+        reason,
+        properties: Properties {
+            authentication_method: Some(method.into()),
+            authentication_data: data.map(Into::into),
+            ..Properties::default()
+        },
+    })
 }

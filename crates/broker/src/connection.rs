@@ -4,6 +4,7 @@
 //! applies the protocol rules, routes publishes, drains the session's delivery queue into one
 //! coalesced write buffer and writes it with as few syscalls as possible.
 
+use crate::admission::{AuthExt, Done, Pending, Then};
 use crate::message::{Delivery, Message};
 use crate::router::{Router, SubEntry};
 use crate::session::{ConnHandle, Control, OutFlight, SessionShared, SessionState, SubRecord};
@@ -232,6 +233,9 @@ struct Conn {
     limiter: crate::limits::PublishLimiter,
     /// Back-pressure: no reads from this client before this instant.
     read_paused_until: Option<Instant>,
+    /// Re-authentication state and awaited authorization decisions; `None` for most
+    /// connections.
+    auth_ext: Option<Box<AuthExt>>,
 }
 
 /// Work held until a store commit resolves.
@@ -310,7 +314,12 @@ impl Conn {
         }
         // The will is a publish like any other: it needs the right to publish there (M2).
         if let (Some(w), Some(authz)) = (&c.will, admitted.authz.as_mut()) {
-            if !may_publish(authz, &w.topic, w.qos, w.retain) {
+            let req = publish_request(&w.topic, w.qos, w.retain);
+            let d = match authz.try_authorize(&req, Instant::now()) {
+                Some(d) => d,
+                None => authz.authorize_async(&req, Instant::now()).await,
+            };
+            if d != rampart_auth::Decision::Allow {
                 info!(%peer, client_id = %client_id, "connection refused: will topic not authorized");
                 let _ = write_packet(wr, v, &refuse(ReasonCode::NotAuthorized)).await;
                 return None;
@@ -343,6 +352,14 @@ impl Conn {
             _ => u32::MAX,
         };
         let expiry = requested_expiry.min(cfg.mqtt.max_session_expiry);
+
+        // The session's owner: the identity whose client id this is (none in open development
+        // mode, where no identity is checked).
+        let owner: Option<Arc<str>> = admitted
+            .claim
+            .as_ref()
+            .map(|_| Arc::from(admitted.identity.owner_key()));
+        let mut refused = None;
 
         // Attach the session.
         let conn_id = router.registry.alloc_conn_id();
@@ -383,8 +400,18 @@ impl Conn {
                         Some((old_id, rx))
                     }
                     None => {
-                        slot.conn = Some(ConnHandle { id: conn_id });
-                        slot.generation += 1;
+                        // An offline session is owned like a connected client id (issue 5).
+                        let stored = slot.parked.as_ref().and_then(|s| s.owner.as_deref());
+                        match owner
+                            .as_ref()
+                            .map(|_| router.auth.check_session_owner(stored, &admitted.identity))
+                        {
+                            Some(Err(d)) => refused = Some(d.reason),
+                            _ => {
+                                slot.conn = Some(ConnHandle { id: conn_id });
+                                slot.generation += 1;
+                            }
+                        }
                         None
                     }
                 }
@@ -406,6 +433,11 @@ impl Conn {
                     }
                 }
             }
+        }
+        if let Some(code) = refused {
+            info!(%peer, client_id = %client_id, reason = %code, "connection refused: the session belongs to another identity");
+            let _ = write_packet(wr, v, &refuse(code)).await;
+            return None;
         }
         let attached = session.slot.lock().conn.as_ref().map(|h| h.id) == Some(conn_id);
         if !attached {
@@ -430,6 +462,9 @@ impl Conn {
         };
         if c.clean_start {
             session.clear_queue();
+        }
+        if owner.is_some() {
+            state.owner = owner;
         }
         state.protocol = v;
         state.expiry_interval = expiry;
@@ -529,11 +564,12 @@ impl Conn {
             batch: Vec::new(),
             gated: VecDeque::new(),
             takeover_done: None,
-            credential_expiry: admitted.identity.expires_at.map(|t| {
-                let left = t
-                    .duration_since(std::time::SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
-                Instant::now() + left
+            credential_expiry: expiry_instant(admitted.identity.expires_at),
+            auth_ext: admitted.identity.auth_method.is_some().then(|| {
+                Box::new(AuthExt {
+                    info: Some(info.clone()),
+                    ..AuthExt::default()
+                })
             }),
             authz: admitted.authz,
             _claim: admitted.claim,
@@ -842,6 +878,8 @@ impl Conn {
             }
             // TLS and WebSocket layers may hold the tail of a burst until flushed.
             let flushing = needs_flush && !writing;
+            // While a handler awaits a decision, later packets wait unread (packet order).
+            let pending = self.is_pending();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Close::Shutdown,
@@ -869,7 +907,7 @@ impl Conn {
                 _ = sleep_until_opt(paused.map(tokio::time::Instant::from_std)), if paused.is_some() => {
                     self.read_paused_until = None;
                 }
-                r = rd.read_buf(&mut rbuf), if paused.is_none() => match r {
+                r = rd.read_buf(&mut rbuf), if paused.is_none() && !pending => match r {
                     Ok(0) | Err(_) => return Close::Io,
                     Ok(n) => {
                         self.counts.bytes_received += n as u64;
@@ -901,6 +939,16 @@ impl Conn {
                         return Close::Server(ReasonCode::UnspecifiedError, "store write failed");
                     }
                 },
+                done = crate::admission::pending_done(&mut self.auth_ext), if pending => {
+                    if let Err(close) = self.on_pending_done(done) {
+                        return close;
+                    }
+                    // A re-authentication may have changed when the credential expires.
+                    expiry.set(sleep_until_opt(self.credential_expiry.map(tokio::time::Instant::from_std)));
+                    if let Err(close) = self.on_readable(&mut rbuf) {
+                        return close;
+                    }
+                }
                 _ = session.notify.notified() => {}
                 _ = &mut expiry => {
                     info!(client_id = %self.state.client_id, "credential expired: disconnecting");
@@ -926,6 +974,10 @@ impl Conn {
         let max = self.router.cfg.mqtt.max_packet_size;
         let mut got_packet = false;
         loop {
+            if self.is_pending() {
+                // The rest stays buffered until the awaited decision arrives.
+                return Ok(());
+            }
             match decode(rbuf, self.version, max) {
                 Ok(Some(p)) => {
                     // Keep alive counts whole control packets, not bytes: a client trickling
@@ -1038,10 +1090,7 @@ impl Conn {
             }
             Packet::Disconnect(d) => self.on_disconnect(d),
             Packet::Connect(_) => Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.1.0-2]")),
-            Packet::Auth(_) => {
-                // No authentication method was agreed at CONNECT ([MQTT-4.12.0-1]).
-                Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.15.0-1]"))
-            }
+            Packet::Auth(a) => self.on_auth(a),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 Err(Close::Server(
                     ReasonCode::ProtocolError,
@@ -1174,19 +1223,45 @@ impl Conn {
             ));
         }
         if let Some(authz) = self.authz.as_mut() {
-            if !may_publish(authz, &p.topic, p.qos, p.retain) {
-                debug!(client_id = %self.state.client_id, topic = %p.topic, "publish not authorized");
-                if self.router.auth.disconnect_on_deny() {
-                    return Err(Close::Server(
-                        ReasonCode::NotAuthorized,
-                        "publish not authorized",
-                    ));
+            let req = publish_request(&p.topic, p.qos, p.retain);
+            match authz.try_authorize(&req, Instant::now()) {
+                Some(rampart_auth::Decision::Allow) => {}
+                Some(rampart_auth::Decision::Deny) => return self.publish_denied(&p),
+                None => {
+                    // The "http" source must be asked: off the packet path, in order.
+                    let asks = vec![(
+                        0,
+                        rampart_auth::Action::Publish,
+                        p.topic.to_string(),
+                        p.qos as u8,
+                        p.retain,
+                    )];
+                    let identity = authz.identity().clone();
+                    let fut =
+                        crate::admission::authorize_async(self.router.auth.clone(), identity, asks);
+                    self.set_pending(fut, Then::Publish(Box::new(p)));
+                    return Ok(());
                 }
-                // v5: the reason code says so; 3.1.1 has no way to: acknowledged and dropped.
-                self.ack_publish(p.qos, p.packet_id, ReasonCode::NotAuthorized);
-                return Ok(());
             }
         }
+        self.publish_authorized(p)
+    }
+
+    fn publish_denied(&mut self, p: &Publish) -> Result<(), Close> {
+        debug!(client_id = %self.state.client_id, topic = %p.topic, "publish not authorized");
+        if self.router.auth.disconnect_on_deny() {
+            return Err(Close::Server(
+                ReasonCode::NotAuthorized,
+                "publish not authorized",
+            ));
+        }
+        // v5: the reason code says so; 3.1.1 has no way to: acknowledged and dropped.
+        self.ack_publish(p.qos, p.packet_id, ReasonCode::NotAuthorized);
+        Ok(())
+    }
+
+    /// The rest of PUBLISH handling, once authorized.
+    fn publish_authorized(&mut self, p: Publish) -> Result<(), Close> {
         if p.topic.starts_with("$SYS") {
             // $SYS belongs to the broker: clients cannot write into it. Accept and drop.
             self.ack_publish(p.qos, p.packet_id, ReasonCode::Success);
@@ -1260,7 +1335,52 @@ impl Conn {
         Ok(())
     }
 
+    /// Authorizes each filter, then subscribes; with an "http" source to ask, the SUBSCRIBE
+    /// waits for its answers (packet order is kept).
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+        let Some(authz) = self.authz.as_mut() else {
+            return self.subscribe_decided(s, Vec::new());
+        };
+        let now = Instant::now();
+        let mut known = Vec::with_capacity(s.filters.len());
+        let mut asks = Vec::new();
+        for (i, (raw, opts)) in s.filters.iter().enumerate() {
+            // An invalid filter is refused as such; its authorization does not matter.
+            let d = if parse_subscription(raw).is_err() {
+                Some(rampart_auth::Decision::Deny)
+            } else {
+                authz.try_authorize(&subscribe_request(raw, opts.qos), now)
+            };
+            if d.is_none() {
+                asks.push((
+                    i,
+                    rampart_auth::Action::Subscribe,
+                    raw.to_string(),
+                    opts.qos as u8,
+                    false,
+                ));
+            }
+            known.push(d);
+        }
+        if asks.is_empty() {
+            let decisions = known
+                .into_iter()
+                .map(|d| d.unwrap_or(rampart_auth::Decision::Deny))
+                .collect();
+            return self.subscribe_decided(s, decisions);
+        }
+        let identity = authz.identity().clone();
+        let fut = crate::admission::authorize_async(self.router.auth.clone(), identity, asks);
+        self.set_pending(fut, Then::Subscribe(Box::new(s), known));
+        Ok(())
+    }
+
+    /// `decisions`: one per filter when authorization applies (else empty).
+    fn subscribe_decided(
+        &mut self,
+        s: Subscribe,
+        decisions: Vec<rampart_auth::Decision>,
+    ) -> Result<(), Close> {
         let cfg = self.router.cfg.clone();
         let sub_id = s.properties.subscription_identifiers.first().copied();
         if sub_id.is_some() && !cfg.mqtt.subscription_identifiers {
@@ -1273,7 +1393,7 @@ impl Conn {
         // Retained messages wait for the SUBACK's commit, which stores a persistent
         // session's QoS 1/2 copies of them along with its subscriptions.
         let mut retained = crate::router::PersistCtx::deferring();
-        for (raw, mut opts) in s.filters {
+        for (i, (raw, mut opts)) in s.filters.into_iter().enumerate() {
             let parsed = match parse_subscription(&raw) {
                 Ok(p) => p,
                 Err(e) => {
@@ -1303,19 +1423,11 @@ impl Conn {
                 reasons.push(ReasonCode::TopicFilterInvalid);
                 continue;
             }
-            if let Some(authz) = self.authz.as_mut() {
-                // Subscribing to `#` or `$SYS/#` needs an explicit allow like any other (M2).
-                let req = rampart_auth::Request {
-                    action: rampart_auth::Action::Subscribe,
-                    topic: &raw,
-                    qos: opts.qos as u8,
-                    retain: false,
-                };
-                if authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Deny {
-                    debug!(client_id = %self.state.client_id, filter = %raw, "subscription not authorized");
-                    reasons.push(ReasonCode::NotAuthorized);
-                    continue;
-                }
+            // Subscribing to `#` or `$SYS/#` needs an explicit allow like any other (M2).
+            if self.authz.is_some() && decisions.get(i) != Some(&rampart_auth::Decision::Allow) {
+                debug!(client_id = %self.state.client_id, filter = %raw, "subscription not authorized");
+                reasons.push(ReasonCode::NotAuthorized);
+                continue;
             }
             let key = (group.clone(), Arc::<str>::from(filter_str));
             let exists = self.state.subscriptions.contains_key(&key);
@@ -1391,6 +1503,140 @@ impl Conn {
         self.router
             .release(retained.deferred.take().unwrap_or_default());
         Ok(())
+    }
+
+    fn is_pending(&self) -> bool {
+        self.auth_ext.as_ref().is_some_and(|e| e.pending.is_some())
+    }
+
+    fn set_pending(&mut self, fut: crate::admission::BoxFuture<Done>, then: Then) {
+        self.auth_ext.get_or_insert_with(Default::default).pending = Some(Pending { fut, then });
+    }
+
+    /// Carries on with what waited for an awaited decision.
+    fn on_pending_done(&mut self, done: Done) -> Result<(), Close> {
+        let Some(p) = self.auth_ext.as_mut().and_then(|e| e.pending.take()) else {
+            return Ok(());
+        };
+        if self.auth_ext.as_ref().is_some_and(|e| e.is_empty()) {
+            self.auth_ext = None;
+        }
+        let now = Instant::now();
+        match (p.then, done) {
+            (Then::Publish(pb), Done::Decisions(ds)) => {
+                // Fail closed: no answer is a deny.
+                let d = ds.first().map_or(rampart_auth::Decision::Deny, |x| x.1);
+                if let Some(authz) = self.authz.as_mut() {
+                    authz.record(&publish_request(&pb.topic, pb.qos, pb.retain), d, now);
+                }
+                if d == rampart_auth::Decision::Allow {
+                    self.publish_authorized(*pb)
+                } else {
+                    self.publish_denied(&pb)
+                }
+            }
+            (Then::Subscribe(s, mut known), Done::Decisions(ds)) => {
+                for (i, d) in ds {
+                    if let (Some(k), Some((raw, opts))) = (known.get_mut(i), s.filters.get(i)) {
+                        *k = Some(d);
+                        if let Some(authz) = self.authz.as_mut() {
+                            authz.record(&subscribe_request(raw, opts.qos), d, now);
+                        }
+                    }
+                }
+                let decisions = known
+                    .into_iter()
+                    .map(|d| d.unwrap_or(rampart_auth::Decision::Deny))
+                    .collect();
+                self.subscribe_decided(*s, decisions)
+            }
+            (Then::Auth, Done::Auth(r)) => self.on_reauth_result(r),
+            _ => Err(Close::Server(
+                ReasonCode::UnspecifiedError,
+                "mismatched awaited work",
+            )),
+        }
+    }
+
+    /// MQTT 5 re-authentication ([MQTT-4.12.1]): the client's AUTH 0x19 starts it with the
+    /// method used at CONNECT, AUTH 0x18 continues it; the connection keeps serving with the
+    /// previous authentication meanwhile.
+    fn on_auth(&mut self, a: rampart_codec::Auth) -> Result<(), Close> {
+        let identity = self.authz.as_ref().map(|z| z.identity().clone());
+        let Some((identity, method)) =
+            identity.and_then(|id| id.auth_method.clone().map(|m| (id, m)))
+        else {
+            // No authentication method was agreed at CONNECT ([MQTT-4.12.0-1]).
+            return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.15.0-1]"));
+        };
+        if a.properties.authentication_method.as_deref() != Some(method.as_str()) {
+            return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-4.12.1-1]"));
+        }
+        let svc = self.router.auth.clone();
+        let data = a.properties.authentication_data.map(|b| b.to_vec());
+        let ext = self.auth_ext.get_or_insert_with(Default::default);
+        let fut = match (a.reason, ext.reauth.take(), ext.info.clone()) {
+            (ReasonCode::ReAuthenticate, None, Some(info)) => {
+                crate::admission::reauth_start(svc, info, identity, method, data)
+            }
+            (ReasonCode::ContinueAuthentication, Some(state), _) => {
+                crate::admission::reauth_continue(svc, state, method, data.unwrap_or_default())
+            }
+            _ => {
+                return Err(Close::Server(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-4.12.1] AUTH out of sequence",
+                ))
+            }
+        };
+        ext.pending = Some(Pending {
+            fut,
+            then: Then::Auth,
+        });
+        Ok(())
+    }
+
+    fn on_reauth_result(&mut self, r: rampart_auth::AuthResult) -> Result<(), Close> {
+        let Some(authz) = self.authz.as_mut() else {
+            return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.15.0-1]"));
+        };
+        let method = authz.identity().auth_method.clone().unwrap_or_default();
+        match r {
+            rampart_auth::AuthResult::Continue(ch) => {
+                self.auth_ext.get_or_insert_with(Default::default).reauth = Some(ch.state);
+                let p = crate::admission::auth_packet(
+                    ReasonCode::ContinueAuthentication,
+                    ch.method,
+                    Some(ch.auth_data),
+                );
+                self.emit(&p, None);
+                Ok(())
+            }
+            // Re-authentication renews the credential; it does not change who the client
+            // is (the client id and the session belong to that identity).
+            rampart_auth::AuthResult::Allow(a) if a.identity.same_principal(authz.identity()) => {
+                self.credential_expiry = expiry_instant(a.identity.expires_at);
+                authz.set_identity(a.identity);
+                let p = crate::admission::auth_packet(ReasonCode::Success, &method, a.auth_data);
+                self.emit(&p, None);
+                info!(client_id = %self.state.client_id, "re-authenticated");
+                Ok(())
+            }
+            rampart_auth::AuthResult::Allow(_) => {
+                info!(client_id = %self.state.client_id, "re-authentication as another identity: disconnecting");
+                Err(Close::Server(
+                    ReasonCode::NotAuthorized,
+                    "re-authenticated as another identity",
+                ))
+            }
+            rampart_auth::AuthResult::Deny(d) => {
+                info!(client_id = %self.state.client_id, reason = %d.reason, "re-authentication failed: disconnecting");
+                Err(Close::Server(
+                    ReasonCode::NotAuthorized,
+                    "re-authentication failed",
+                ))
+            }
+        }
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
@@ -1589,15 +1835,33 @@ impl Conn {
     }
 }
 
-/// The ACL's answer for publishing to `topic` (wills and PUBLISH alike).
-fn may_publish(authz: &mut rampart_auth::ClientAuthz, topic: &str, qos: QoS, retain: bool) -> bool {
-    let req = rampart_auth::Request {
+/// The authorization request for publishing to `topic` (wills and PUBLISH alike).
+fn publish_request(topic: &str, qos: QoS, retain: bool) -> rampart_auth::Request<'_> {
+    rampart_auth::Request {
         action: rampart_auth::Action::Publish,
         topic,
         qos: qos as u8,
         retain,
-    };
-    authz.authorize(&req, Instant::now()) == rampart_auth::Decision::Allow
+    }
+}
+
+fn subscribe_request(filter: &str, qos: QoS) -> rampart_auth::Request<'_> {
+    rampart_auth::Request {
+        action: rampart_auth::Action::Subscribe,
+        topic: filter,
+        qos: qos as u8,
+        retain: false,
+    }
+}
+
+/// A credential's wall-clock expiry (a JWT's `exp`) as a monotonic deadline.
+fn expiry_instant(t: Option<std::time::SystemTime>) -> Option<Instant> {
+    t.map(|t| {
+        let left = t
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Instant::now() + left
+    })
 }
 
 fn pubrel(packet_id: u16, reason: ReasonCode) -> Packet {

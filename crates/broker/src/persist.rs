@@ -182,7 +182,7 @@ pub fn session_record(
             .collect(),
         will: will.map(will_record),
         will_delay_secs: will_delay,
-        identity: None,
+        identity: state.owner.as_deref().map(str::to_string),
         next_packet_id: state.next_packet_id,
     }
 }
@@ -232,6 +232,7 @@ pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
             rec.expiry_interval_secs,
         );
         state.next_packet_id = rec.next_packet_id.max(1);
+        state.owner = rec.identity.as_deref().map(Arc::from);
         for sub in &rec.subscriptions {
             let Ok(parsed) = rampart_core::topic::parse_subscription(&sub.filter) else {
                 continue;

@@ -218,6 +218,11 @@ pub struct SessionState {
     /// re-sent PUBLISH with one of these ids is not routed again (exactly once).
     pub inbound_qos2: HashSet<u16>,
     pub next_packet_id: u16,
+    /// The identity that owns the session (`rampart_auth::Identity::owner_key`): while the
+    /// session is offline, another identity may not take it over. `None`: created in open
+    /// development mode or restored from a record that names no owner; the next
+    /// authenticated client adopts it.
+    pub owner: Option<Arc<str>>,
 }
 
 impl SessionState {
@@ -231,6 +236,7 @@ impl SessionState {
             outbound_order: VecDeque::new(),
             inbound_qos2: HashSet::new(),
             next_packet_id: 1,
+            owner: None,
         }
     }
 

@@ -57,7 +57,8 @@ pub struct AuthConfig {
     pub verified_cache_secs: u64,
     pub password_hash: PasswordHashConfig,
     pub brute_force: BruteForceConfig,
-    /// Refuse a client id held by a connected client of another identity. Default true.
+    /// Refuse a client id held by another identity: a connected client, or a persistent
+    /// session that is offline (its owner is stored with it). Default true.
     pub client_id_ownership: bool,
     /// How a refused takeover is answered: "client_id_not_valid" (0x85, default) or
     /// "not_authorized" (0x87).

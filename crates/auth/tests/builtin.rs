@@ -476,3 +476,101 @@ async fn verified_cache_skips_the_slow_hash_only_for_the_same_password() {
     denied(login(&svc, &c, Some("alice"), Some("pw")).await);
     allowed(login(&svc, &c, Some("alice"), Some("new")).await);
 }
+
+/// A store whose user reads fail ("down") or hang ("slow"), for the built-in backends.
+struct FaultyStore {
+    inner: Arc<dyn Store>,
+    slow: bool,
+}
+
+impl Store for FaultyStore {
+    fn write(&self, batch: WriteBatch) -> rampart_store::Commit {
+        self.inner.write(batch)
+    }
+    fn flush(&self) -> rampart_store::Commit {
+        self.inner.flush()
+    }
+    fn load_all(&self) -> Result<rampart_store::Snapshot, rampart_store::StoreError> {
+        self.inner.load_all()
+    }
+    fn check(&self) -> Result<rampart_store::CheckReport, rampart_store::StoreError> {
+        self.inner.check()
+    }
+    fn stats(&self) -> rampart_store::StoreStats {
+        self.inner.stats()
+    }
+    fn get_kv(
+        &self,
+        ns: &str,
+        key: &[u8],
+    ) -> Result<Option<bytes::Bytes>, rampart_store::StoreError> {
+        if self.slow {
+            // Runs on a blocking thread (the backend reads through spawn_blocking).
+            std::thread::sleep(Duration::from_secs(2));
+            return self.inner.get_kv(ns, key);
+        }
+        Err(rampart_store::StoreError::Corrupt {
+            what: "test: disk gone".to_string(),
+        })
+    }
+    fn scan_kv(
+        &self,
+        ns: &str,
+    ) -> Result<Vec<(bytes::Bytes, bytes::Bytes)>, rampart_store::StoreError> {
+        self.inner.scan_kv(ns)
+    }
+}
+
+#[tokio::test]
+async fn builtin_and_scram_store_down_and_slow_deny() {
+    let inner = memory_store();
+    add_user(&inner, "alice", "pw", false, &[]);
+    let scram = "[[auth.backends]]\nname = \"scram\"\nkind = \"scram\"\n";
+    for slow in [false, true] {
+        let store: Arc<dyn Store> = Arc::new(FaultyStore {
+            inner: inner.clone(),
+            slow,
+        });
+        let svc = service(
+            &format!("{CHEAP_HASH}[auth]\ntimeout_ms = 300\n{BUILTIN}{scram}"),
+            Some(store),
+        );
+        let c = conn("192.0.2.40:1");
+        let t = Instant::now();
+        let d = denied(login(&svc, &c, Some("alice"), Some("pw")).await);
+        let want = if slow {
+            DenyKind::Timeout
+        } else {
+            DenyKind::BackendError
+        };
+        assert_eq!(d.kind, want, "slow={slow}");
+        assert_eq!(d.reason, ReasonCode::NotAuthorized);
+        assert!(t.elapsed() < Duration::from_millis(1500), "slow={slow}");
+        let stats = &svc.backend_stats()[0];
+        assert_eq!(stats.errors + stats.timeouts, 1, "{stats:?}");
+        if !slow {
+            // SCRAM reads the same store: its lookup failure denies too.
+            let d = denied(scram_login(&svc, ScramAlg::Sha256, "alice", "pw").await);
+            assert_eq!(d.kind, DenyKind::BackendError);
+        }
+    }
+}
+
+#[tokio::test]
+async fn brute_force_locks_out_an_address_trying_many_usernames() {
+    let store = memory_store();
+    add_user(&store, "zoe", "right", false, &[]);
+    let bf = "[auth.brute_force]\nfree_failures = 1\nmax_delay_ms = 10\nlockout_after = 4\nlockout_secs = 60\n";
+    let svc = service(&format!("{CHEAP_HASH}{bf}{BUILTIN}"), Some(store));
+    let attacker = conn("198.51.100.20:1");
+    for i in 0..4 {
+        let user = format!("guess{i}");
+        denied(login(&svc, &attacker, Some(&user), Some("x")).await);
+    }
+    // The address is locked out, whatever the username, even with a right password...
+    let d = denied(login(&svc, &attacker, Some("zoe"), Some("right")).await);
+    assert_eq!(d.kind, DenyKind::Banned);
+    assert_eq!(d.reason, ReasonCode::Banned);
+    // ...while the same user from another address is not.
+    allowed(login(&svc, &conn("198.51.100.21:1"), Some("zoe"), Some("right")).await);
+}

@@ -960,6 +960,13 @@ impl Conn {
                         Some(d) if d > Instant::now() => {
                             idle.set(sleep_until_opt(Some(tokio::time::Instant::from_std(d))));
                         }
+                        // Packets wait unread behind an awaited decision: the client is
+                        // not idle; look again once it has been answered.
+                        Some(_) if pending => {
+                            self.last_rx = Instant::now();
+                            let d = self.idle_limit.map(|d| self.last_rx + d);
+                            idle.set(sleep_until_opt(d.map(tokio::time::Instant::from_std)));
+                        }
                         _ => {
                             debug!(client_id = %self.state.client_id, "keep alive timeout");
                             return Close::Server(ReasonCode::KeepAliveTimeout, "[MQTT-3.1.2-24]");

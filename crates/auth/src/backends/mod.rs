@@ -193,9 +193,13 @@ pub(crate) async fn verify(
             return Ok(true);
         }
     }
-    let _permit = shared
+    // The permit moves into the hashing task: a login whose wait times out (its future is
+    // dropped) must not free the permit while its hash still runs, or a reconnect storm
+    // piles up verifications (CPU and 19 MiB each) far beyond the limit.
+    let permit = shared
         .permits
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| "verification pool closed".to_string())?;
     let known = hash.is_some();
@@ -203,6 +207,7 @@ pub(crate) async fn verify(
     let pw = password.to_vec();
     let cache = shared.verified.clone().filter(|_| known);
     let ok = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let ok = crate::hash::verify_password(&pw, &hash);
         if let (true, Some(c)) = (ok, &cache) {
             c.remember(&hash, &pw);
@@ -392,5 +397,39 @@ pub(crate) async fn builtin_user_grant(
     match b.record(user).await? {
         Some(r) => grant_of(user, &r).map(Some),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A verification cancelled by its timeout keeps its permit until the hash is done.
+    #[tokio::test]
+    async fn cancelled_verification_holds_its_permit_until_the_hash_ends() {
+        let p = rampart_config::PasswordHashConfig {
+            memory_kib: 65536,
+            iterations: 3,
+            parallelism: 1,
+        };
+        let hash = crate::hash::hash_password(b"pw", &p).expect("hash");
+        let shared = Shared {
+            store: None,
+            permits: Arc::new(Semaphore::new(1)),
+            dummy_hash: Arc::new(hash.clone()),
+            verified: None,
+        };
+        let r = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            verify(&shared, Some(hash), b"pw"),
+        )
+        .await;
+        assert!(r.is_err(), "timed out");
+        assert_eq!(shared.permits.available_permits(), 0, "still hashing");
+        // Released once the hash finishes (bounded wait).
+        let again =
+            tokio::time::timeout(std::time::Duration::from_secs(30), shared.permits.acquire())
+                .await;
+        assert!(matches!(again, Ok(Ok(_))));
     }
 }

@@ -203,3 +203,17 @@ def test_repeated_failures_lock_out(secured):
     c, rc = connect(secured, "alice", "alice-secret")
     assert rc == 0x8A
     close(c)
+
+
+def test_denied_publish_disconnects_when_configured(broker_factory):
+    from auth_helpers import secured_broker
+    from mqtt_raw import RawClient, publish_packet
+
+    b = secured_broker(broker_factory, '\n[acl]\nsources = ["identity"]\ndisconnect_on_deny = true\n',
+                       [("alice", "alice-pw", ["--acl", "allow publish ok/#"])])
+    for version, reason in ((5, 0x87), (4, None)):
+        c = RawClient(b.host, b.port, version)
+        c.connect(f"dod-{version}", username="alice", password="alice-pw")
+        assert c.publish("ok/1", b"x", qos=1).reason == 0
+        c.send(publish_packet("not/ok", b"x", qos=1, pid=2, version=version))
+        c.expect_closed_with(reason)

@@ -22,7 +22,7 @@ RC_NOT_AUTHORIZED = 0x87
 
 class AclServer:
     """A local HTTP ACL endpoint: topics under allowed/ are allowed, under slow/ answered
-    after 3 s (past the broker's timeout), under ignore/ ignored, under broken/ answered
+    after 5 s (past the broker's timeout), under ignore/ ignored, under broken/ answered
     with HTTP 500, the rest denied. Records every request."""
 
     def __init__(self):
@@ -40,7 +40,7 @@ class AclServer:
                     server.requests.append(body)
                 topic = body["topic"]
                 if topic.startswith("slow/"):
-                    time.sleep(3)
+                    time.sleep(5)
                 if topic.startswith("broken/"):
                     self.send_response(500)
                     self.end_headers()
@@ -74,7 +74,7 @@ def acl_toml(url: str) -> str:
 [acl]
 sources = ["identity", "http"]
 http_url = "{url}"
-http_timeout_ms = 400
+http_timeout_ms = 1500
 cache_ttl_secs = 60
 """
 
@@ -108,7 +108,7 @@ def test_publish_and_subscribe_ask_the_http_source(http_broker, acl_server):
     assert c.publish("denied/a", b"1", qos=1, pid=2).reason == RC_NOT_AUTHORIZED
     t = time.monotonic()
     assert c.publish("slow/a", b"1", qos=1, pid=3).reason == RC_NOT_AUTHORIZED
-    assert time.monotonic() - t < 2.5, "the timeout (400 ms) decides, not the slow server"
+    assert time.monotonic() - t < 4, "the timeout (1.5 s) decides, not the slow server"
     assert c.publish("broken/a", b"1", qos=1, pid=4).reason == RC_NOT_AUTHORIZED
     body = next(r for r in acl_server.requests if r["topic"] == "allowed/a")
     assert body["username"] == "alice" and body["clientid"] == "alice-1"
@@ -161,7 +161,7 @@ def test_packet_order_is_kept_while_waiting(http_broker, acl_server):
     slow.send(publish_packet("slow/s", b"s", qos=1, pid=7))
     t = time.monotonic()
     c.ping()
-    assert time.monotonic() - t < 0.4
+    assert time.monotonic() - t < 1.0, "answered while the other client's decision waits"
     assert slow.expect(PUBACK).reason == RC_NOT_AUTHORIZED
     c.close()
     slow.close()

@@ -14,8 +14,9 @@
 //! accepted: an unrecognised string verifies nothing.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
@@ -72,11 +73,7 @@ pub fn hash_password(password: &[u8], p: &PasswordHashConfig) -> Result<String, 
 /// True if `password` matches `hash`. Never panics; a malformed hash is false.
 pub fn verify_password(password: &[u8], hash: &str) -> bool {
     match kind_of(hash) {
-        HashKind::Argon2 => match PasswordHash::new(hash) {
-            // Verification uses the parameters inside the hash.
-            Ok(h) => Argon2::default().verify_password(password, &h).is_ok(),
-            Err(_) => false,
-        },
+        HashKind::Argon2 => verify_argon2(password, hash),
         HashKind::Pbkdf2Sha512 => match PasswordHash::new(hash) {
             Ok(h) => {
                 let iterations = h.params.get_decimal("i").unwrap_or(0);
@@ -97,6 +94,62 @@ pub fn verify_password(password: &[u8], hash: &str) -> bool {
         }
         HashKind::Unknown => false,
     }
+}
+
+/// Upper bound on the argon2 memory cost accepted from a stored hash (KiB): like the PBKDF2
+/// bound, a hash from a backend row must not make one login allocate gigabytes.
+const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+
+/// Scratch memory of finished argon2 verifications, kept for the next ones. Each login would
+/// otherwise allocate and free `m` KiB (19 MiB by default) on whichever blocking thread runs
+/// it; glibc then keeps those blocks in that thread's arena, so RSS grew with the number of
+/// threads that ever verified, far past the `max_concurrent_verifications` x `m` that the
+/// verification permits are meant to bound. Reused buffers keep it at that bound.
+static ARGON2_SCRATCH: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+/// At most this many buffers are kept (the permits bound how many are in use at once).
+const MAX_POOLED_SCRATCH: usize = 16;
+
+/// Verifies an argon2 PHC string with the parameters inside it, on reused scratch memory.
+fn verify_argon2(password: &[u8], hash: &str) -> bool {
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+        Algorithm::try_from(h.algorithm),
+        Params::try_from(&h),
+        h.salt,
+        h.hash,
+    ) else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    if params.m_cost() > MAX_ARGON2_MEMORY_KIB {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let ctx = Argon2::new(algorithm, version, params);
+    let mut scratch = ARGON2_SCRATCH.lock().pop().unwrap_or_default();
+    if scratch.len() < blocks {
+        scratch.resize(blocks, Block::default());
+    }
+    let mut out = [0u8; 64];
+    let out = &mut out[..expected.len().min(64)];
+    let ok = ctx
+        .hash_password_into_with_memory(password, salt, out, &mut scratch[..blocks])
+        .is_ok()
+        && bool::from(out.ct_eq(expected.as_bytes()));
+    let mut pool = ARGON2_SCRATCH.lock();
+    if pool.len() < MAX_POOLED_SCRATCH {
+        pool.push(scratch);
+    }
+    ok
 }
 
 /// `hex(sha256(password + salt))` (or `salt + password` when `salt_first`), compared in
@@ -214,6 +267,32 @@ mod tests {
         assert!(verify_password(b"correct horse", &h));
         assert!(!verify_password(b"correct horsE", &h));
         assert!(!verify_password(b"", &h));
+    }
+
+    #[test]
+    fn argon2_variants_and_bounds() {
+        // Hashes made by the crate's own hasher (argon2i and argon2d, another version, a
+        // shorter output) verify through the reused-scratch path.
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        for (alg, version, len) in [
+            (Algorithm::Argon2i, Version::V0x13, 32),
+            (Algorithm::Argon2d, Version::V0x10, 16),
+            (Algorithm::Argon2id, Version::V0x13, 64),
+        ] {
+            let params = Params::new(1024, 2, 2, Some(len)).expect("params");
+            let h = Argon2::new(alg, version, params)
+                .hash_password(b"pw", &salt)
+                .expect("hash")
+                .to_string();
+            assert!(verify_password(b"pw", &h), "{h}");
+            assert!(!verify_password(b"pw2", &h), "{h}");
+        }
+        // A stored hash asking for more memory than the bound verifies nothing (and returns
+        // at once instead of allocating 4 GiB).
+        assert!(!verify_password(
+            b"pw",
+            "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+        ));
     }
 
     #[test]

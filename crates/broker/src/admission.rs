@@ -286,13 +286,15 @@ pub(crate) fn reauth_continue(
     Box::pin(async move { Done::Auth(svc.continue_auth(state, &method, &data).await) })
 }
 
-/// Resolves with the pending work's result; never while nothing is pending.
-pub(crate) async fn pending_done(ext: &mut Option<Box<AuthExt>>) -> Done {
-    std::future::poll_fn(|cx| match ext.as_mut().and_then(|e| e.pending.as_mut()) {
+/// Ready with the pending work's result; never while nothing is pending.
+pub(crate) fn poll_pending_done(
+    ext: &mut Option<Box<AuthExt>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Done> {
+    match ext.as_mut().and_then(|e| e.pending.as_mut()) {
         Some(p) => p.fut.as_mut().poll(cx),
         None => std::task::Poll::Pending,
-    })
-    .await
+    }
 }
 
 /// The AUTH packet the server sends during re-authentication.

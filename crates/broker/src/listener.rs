@@ -104,7 +104,11 @@ pub async fn run(
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // Connections past CONNECT learn of the shutdown through their sessions.
+                router.registry.close();
+                return;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -167,24 +171,24 @@ pub async fn run(
         );
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            connection(shared, stream, peer, shutdown).await;
-        });
+        tokio::spawn(connection(shared, stream, peer, shutdown, guard));
     }
 }
 
-async fn connection(
+/// Handshakes (PROXY, TLS, WebSocket) and CONNECT run in this task; `serve_connection` moves
+/// the accepted connection, with `hold`, to a task of its own.
+async fn connection<G: Send + 'static>(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
+    hold: G,
 ) {
     let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
     let cfg = &shared.cfg;
     let mut client = peer;
     let mut prefix = Vec::new();
-    let mut _client_slots = None;
+    let mut client_slots = None;
     if cfg.proxy_protocol {
         let trusted = cfg.trusted_proxies.iter().any(|n| n.contains(peer.ip()));
         if trusted {
@@ -195,7 +199,7 @@ async fn connection(
                         // apply to the client it names, held for the connection's life.
                         let now = std::time::Instant::now();
                         match shared.limits.admit_client(&shared.name, a.ip(), now) {
-                            Ok(g) => _client_slots = Some(g),
+                            Ok(g) => client_slots = Some(g),
                             Err(_) => {
                                 shared
                                     .router
@@ -235,6 +239,8 @@ async fn connection(
             }
         }
     }
+    // The client's slots go with the connection to its own task.
+    let hold = (hold, client_slots);
     let stream = Prefixed::new(prefix, stream);
     let info = ConnInfo {
         peer: client,
@@ -272,21 +278,41 @@ async fn connection(
             if let Some(id) = info.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
                 debug!(listener = %cfg.name, peer = %client, subject = %id.subject_dn, "client certificate verified");
             }
-            Box::pin(finish(shared.clone(), tls_stream, info, deadline, shutdown)).await;
+            Box::pin(finish(
+                shared.clone(),
+                tls_stream,
+                info,
+                deadline,
+                shutdown,
+                hold,
+            ))
+            .await;
         }
-        _ => Box::pin(finish(shared.clone(), stream, info, deadline, shutdown)).await,
+        _ => {
+            Box::pin(finish(
+                shared.clone(),
+                stream,
+                info,
+                deadline,
+                shutdown,
+                hold,
+            ))
+            .await
+        }
     }
 }
 
 /// The WebSocket upgrade when the listener is ws/wss, then the MQTT connection.
-async fn finish<S>(
+async fn finish<S, G>(
     shared: Arc<Shared>,
     stream: S,
     info: ConnInfo,
     deadline: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
+    hold: G,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    G: Send + 'static,
 {
     let cfg = &shared.cfg;
     if cfg.kind.is_websocket() {
@@ -304,7 +330,14 @@ async fn finish<S>(
         .await;
         match upgraded {
             Ok(Ok(ws)) => {
-                Box::pin(serve_connection(ws, info, shared.router.clone(), shutdown)).await
+                Box::pin(serve_connection(
+                    ws,
+                    info,
+                    shared.router.clone(),
+                    shutdown,
+                    hold,
+                ))
+                .await
             }
             Ok(Err(e)) => {
                 stats::bump(&STATS.ws_refused);
@@ -316,6 +349,6 @@ async fn finish<S>(
             }
         }
     } else {
-        serve_connection(stream, info, shared.router.clone(), shutdown).await;
+        serve_connection(stream, info, shared.router.clone(), shutdown, hold).await;
     }
 }

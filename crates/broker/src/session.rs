@@ -269,6 +269,10 @@ pub struct Registry {
     /// Randomly seeded per process, so that chosen client ids cannot pile into one shard.
     hasher: ahash::RandomState,
     pub next_conn_id: AtomicU64,
+    /// Set at shutdown: connections check it whenever they wake, and `close` wakes them all
+    /// through their sessions (a shutdown future per connection would cost every idle
+    /// connection its size).
+    closing: AtomicBool,
 }
 
 const REGISTRY_SHARDS: usize = 64;
@@ -281,6 +285,7 @@ impl Default for Registry {
                 .collect(),
             hasher: ahash::RandomState::new(),
             next_conn_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
         }
     }
 }
@@ -331,5 +336,22 @@ impl Registry {
 
     pub fn alloc_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Ask every connection to close (shutdown). A connection attaches its session here
+    /// before it first checks `closing`, and the flag is set before the shards are walked,
+    /// so each connection either sees the flag or is woken here. Costs one pass over the
+    /// sessions, under each shard's lock in turn.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        for shard in &self.shards {
+            for s in shard.lock().values() {
+                s.notify.notify_one();
+            }
+        }
+    }
+
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 }

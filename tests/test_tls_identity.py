@@ -66,3 +66,32 @@ def test_certificate_cn_is_the_username_for_acl(broker_factory, tmp_path):
         c.expect_no_message()
     finally:
         c.stop()
+
+
+def test_client_id_taken_from_the_certificate(broker_factory, tmp_path):
+    """`client_id_from = "cn"`: the certificate's CN replaces the id the client sent (a v5
+    client learns it from Assigned Client Identifier), two connections with the same
+    certificate are one session (the second takes over), and a client without a certificate
+    is refused with 0x85 on a listener where it is optional."""
+    pki = Pki(tmp_path / "pki")
+    port = free_port()
+    b = broker_factory(start=False, extra_toml=listener_toml(
+        "mtls", "tls", port, mtls_table(pki, client_auth="optional", client_id_from="cn")))
+    b.config_path.chmod(0o600)
+    b.start()
+    creds = {"ca_certs": pki.ca_bundle, "certfile": pki.client_cert, "keyfile": pki.client_key}
+    first = TransportClient(port, tls=creds, client_id="chosen-by-client")
+    second = TransportClient(port, tls=creds, client_id="another-choice", version=4)
+    anon = TransportClient(port, tls={"ca_certs": pki.ca_bundle}, client_id="client-good")
+    try:
+        ack = first.connect()
+        assert ack.properties.AssignedClientIdentifier == "client-good"
+        # Same certificate, different requested id, MQTT 3.1.1: still "client-good", so it
+        # takes the session over and the first connection gets DISCONNECT 0x8E.
+        second.connect()
+        assert first.wait_disconnected() == 0x8E
+        # No certificate: there is no id to take, whatever the client asks for.
+        anon.connect(expect_rc=0x85)
+    finally:
+        for c in (first, second, anon):
+            c.stop()

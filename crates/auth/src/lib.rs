@@ -1154,8 +1154,9 @@ fn dummy_hash(p: &PasswordHashConfig) -> String {
     hash::hash_password(&pw, p).unwrap_or_default()
 }
 
-/// The username a certificate gives, per `username_from`.
-pub(crate) fn cert_username(c: &CertIdentity, from: CertField) -> Option<String> {
+/// The field of a certificate that `username_from` (or a listener's `client_id_from`)
+/// names, if the certificate has it.
+pub fn cert_username(c: &CertIdentity, from: CertField) -> Option<String> {
     match from {
         CertField::CommonName => c.common_name.clone(),
         CertField::FirstSan => c.sans.first().cloned(),

@@ -306,8 +306,27 @@ impl Conn {
         let peer = info.peer;
         let refuse = |code: ReasonCode| connack(false, code, Properties::default());
 
-        // Client identifier rules ([MQTT-3.1.3-5..8]).
+        // A listener with `client_id_from` takes the id from the verified certificate (T4);
+        // without a certificate (or that field) there is no id the client may claim there.
         let mut assigned = None;
+        let mut c = c;
+        if let Some(field) = listener_client_id_from(cfg, &info.listener) {
+            let from_cert = info
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_cert.as_ref())
+                .and_then(|cert| rampart_auth::cert_username(cert, field));
+            let Some(id) = from_cert.filter(|id| !id.is_empty()) else {
+                info!(%peer, "connection refused: no client certificate field to take the client id from");
+                let _ = write_packet(wr, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
+                return None;
+            };
+            if *id != *c.client_id && v == ProtocolVersion::V5 {
+                assigned = Some(ByteString::from(id.clone()));
+            }
+            c.client_id = ByteString::from(id);
+        }
+        // Client identifier rules ([MQTT-3.1.3-5..8]).
         let client_id: Arc<str> = if c.client_id.is_empty() {
             match v {
                 ProtocolVersion::V5 => {
@@ -1926,6 +1945,19 @@ impl Conn {
 }
 
 /// The authorization request for publishing to `topic` (wills and PUBLISH alike).
+/// The listener's `client_id_from`, if it is a TLS listener that sets it. A linear look-up
+/// over the few configured listeners, once per CONNECT.
+fn listener_client_id_from(
+    cfg: &rampart_config::Config,
+    listener: &str,
+) -> Option<rampart_config::CertField> {
+    cfg.listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.client_id_from)
+}
+
 fn publish_request(topic: &str, qos: QoS, retain: bool) -> rampart_auth::Request<'_> {
     rampart_auth::Request {
         action: rampart_auth::Action::Publish,

@@ -108,7 +108,7 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
                 w,
                 "    tls: groups = {groups}, handshake_timeout_secs = {}, sni_certs = {}, \
                  crl_expired = {}, crl_fetch = {}, ocsp_stapling = {}{}, https fetch roots = {}, \
-                 reload_poll_secs = {}",
+                 reload_poll_secs = {}, client_id_from = {}",
                 t.handshake_timeout_secs,
                 t.sni_cert_files.len(),
                 match t.crl_expired {
@@ -128,6 +128,12 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
                     (None, false) => "none".to_string(),
                 },
                 t.reload_poll_secs,
+                match t.client_id_from {
+                    None => "off (the client's own)",
+                    Some(crate::auth::CertField::CommonName) => "cn",
+                    Some(crate::auth::CertField::FirstSan) => "san",
+                    Some(crate::auth::CertField::SubjectDn) => "dn",
+                },
             );
         }
     }

@@ -369,6 +369,11 @@ pub struct TlsListenerConfig {
     /// Seconds between checks of the certificate, key, CA and CRL files for changes (SIGHUP
     /// also reloads). Default 5, range 1..=3600. Worst case: a stat of each file per period.
     pub reload_poll_secs: u32,
+    /// Take the MQTT client id from the verified client certificate: "cn", "san" (first
+    /// SAN) or "dn" (issue 4 T4). The id the client sent is replaced (a v5 client is told
+    /// through Assigned Client Identifier) and a client without a certificate is refused
+    /// (0x85), so no client can pick another's id. Needs client_auth. Default: off.
+    pub client_id_from: Option<crate::auth::CertField>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

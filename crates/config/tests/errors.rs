@@ -385,11 +385,24 @@ fn client_auth_needs_a_ca_and_crls_need_client_auth() {
         errs(&text),
         ["r.toml:9: listeners[0].tls.crl_files: CRLs check client certificates: set client_auth = \"optional\" or \"required\""]
     );
+    let text = format!("{TLS_LISTENER}client_id_from = \"cn\"\n");
+    assert_eq!(
+        errs(&text),
+        ["r.toml:9: listeners[0].tls.client_id_from: client ids come from client certificates: set client_auth = \"optional\" or \"required\""]
+    );
+    let text = format!(
+        "{TLS_LISTENER}client_auth = \"required\"\nca_file = \"ca.pem\"\nclient_id_from = \"serial\"\n"
+    );
+    assert_eq!(
+        errs(&text),
+        ["r.toml:11: listeners[0].tls.client_id_from: expected \"cn\", \"san\" or \"dn\", found \"serial\""]
+    );
     let c = ok(&format!(
         "{TLS_LISTENER}client_auth = \"optional\"\nca_file = \"ca.pem\"\ncrl_files = [\"a.crl\"]\nverify_depth = 3\n"
     ));
     let tls = c.listeners[0].tls.as_ref().expect("tls");
     assert_eq!(tls.client_auth, ClientAuth::Optional);
+    assert_eq!(tls.client_id_from, None);
     assert_eq!(tls.crl_files, [std::path::PathBuf::from("a.crl")]);
     assert_eq!(tls.verify_depth, 3);
 }

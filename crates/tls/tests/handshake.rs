@@ -94,6 +94,7 @@ fn config(cert: PathBuf, key: PathBuf) -> TlsListenerConfig {
         fetch_ca_file: None,
         fetch_system_roots: false,
         reload_poll_secs: 1,
+        client_id_from: None,
     }
 }
 

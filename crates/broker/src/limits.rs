@@ -617,10 +617,15 @@ impl Limits {
                 return Err(self.refuse(Refusal::Banned, listener, peer, ms));
             }
         }
+        // Per-source caps first: connections that their own address or network would refuse
+        // anyway must not spend the listener's accept budget, or one flooding network gets
+        // everyone else's connections refused by the listener rate.
+        let guard = self.admit_source(listener, peer, ms)?;
         if !self.listener_token(listener, ms) {
+            drop(guard);
             return Err(self.refuse(Refusal::ListenerRate, listener, peer, ms));
         }
-        self.admit_source(listener, peer, ms)
+        Ok(guard)
     }
 
     /// Per-source admission of the client a trusted proxy names in its PROXY header, once
@@ -1090,7 +1095,28 @@ mod tests {
         let _b = l.admit("x", ip(2), t).unwrap();
         assert_eq!(l.admit("x", ip(3), t).err(), Some(Refusal::ListenerRate));
         // Each listener has its own bucket.
-        assert!(l.admit("y", ip(3), t).is_ok());
+        let _y = l.admit("y", ip(3), t).expect("own bucket");
+        // A refused connection's slot goes back (ip(3) holds only the one on "y").
+        assert_eq!(l.open_from(ip(3)), 1);
+        // Connections that their address's own caps refuse don't spend the listener's
+        // budget: a flooding address leaves the rest of it for everyone else.
+        let z = Limits::new(
+            &LimitsConfig {
+                accept_rate: 1,
+                accept_burst: 3,
+                per_address_max_connections: 1,
+                ..cfg()
+            },
+            None,
+        );
+        let _held = z.admit("z", ip(4), t).unwrap();
+        for _ in 0..5 {
+            let r = z.admit("z", ip(4), t).err();
+            assert!(r.is_some() && r != Some(Refusal::ListenerRate), "{r:?}");
+        }
+        let _other = z
+            .admit("z", ip(5), t)
+            .expect("the listener's budget is intact");
         // A trusted proxy is held to the listener rate only, not to per-address caps.
         let p = Limits::new(&cfg(), None);
         let held: Vec<_> = (0..10)

@@ -329,6 +329,7 @@ impl AuthService {
             store: store.clone(),
             // Limits concurrent password verifications (CPU and argon2 memory).
             permits: verify_permits,
+            permit_wait: Duration::from_millis(a.timeout_ms) / 2,
             dummy_hash: Arc::new(dummy_hash(&a.password_hash)),
             verified: (a.verified_cache_secs > 0).then(|| {
                 Arc::new(backends::VerifiedCache::new(Duration::from_secs(

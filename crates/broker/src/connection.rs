@@ -295,7 +295,7 @@ impl Conn {
     /// Validate CONNECT, attach (or create, or take over) the session and send CONNACK.
     async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         router: &Arc<Router>,
-        c: Connect,
+        mut c: Connect,
         info: &ConnInfo,
         rd: &mut R,
         wr: &mut W,
@@ -309,7 +309,6 @@ impl Conn {
         // A listener with `client_id_from` takes the id from the verified certificate (T4);
         // without a certificate (or that field) there is no id the client may claim there.
         let mut assigned = None;
-        let mut c = c;
         if let Some(field) = listener_client_id_from(cfg, &info.listener) {
             let from_cert = info
                 .tls

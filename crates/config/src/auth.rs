@@ -204,6 +204,23 @@ pub enum CertField {
     SubjectDn,
 }
 
+impl CertField {
+    /// The config spellings (`username_from`, `client_id_from`).
+    pub const NAMES: [(&'static str, CertField); 3] = [
+        ("cn", CertField::CommonName),
+        ("san", CertField::FirstSan),
+        ("dn", CertField::SubjectDn),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertField::CommonName => "cn",
+            CertField::FirstSan => "san",
+            CertField::SubjectDn => "dn",
+        }
+    }
+}
+
 /// `kind = "jwt"`: the password is a JWT.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwtConfig {

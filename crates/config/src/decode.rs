@@ -1092,14 +1092,12 @@ fn tls_section(cx: &mut Cx, mut r: Reader) -> Option<TlsListenerConfig> {
     let fetch_ca_file = r.opt::<PathBuf>(cx, "fetch_ca_file");
     let fetch_system_roots = r.get(cx, "fetch_system_roots", true);
     let reload_poll_secs = r.range::<u32>(cx, "reload_poll_secs", 5, 1, 3600);
-    let client_id_from = r.opt_parse(cx, "client_id_from", |s| match s {
-        "cn" => Ok(crate::auth::CertField::CommonName),
-        "san" => Ok(crate::auth::CertField::FirstSan),
-        "dn" => Ok(crate::auth::CertField::SubjectDn),
-        _ => Err(format!(
-            "expected \"cn\", \"san\" or \"dn\", found \"{}\"",
-            clip(s)
-        )),
+    let client_id_from = r.opt_parse(cx, "client_id_from", |s| {
+        crate::auth::CertField::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| format!("expected \"cn\", \"san\" or \"dn\", found \"{}\"", clip(s)))
     });
     if client_auth == ClientAuth::None && client_id_from.is_some() {
         let origin = r.origin_of("client_id_from");

@@ -128,12 +128,8 @@ pub(crate) fn describe(c: &Config, nofile: Option<u64>) -> String {
                     (None, false) => "none".to_string(),
                 },
                 t.reload_poll_secs,
-                match t.client_id_from {
-                    None => "off (the client's own)",
-                    Some(crate::auth::CertField::CommonName) => "cn",
-                    Some(crate::auth::CertField::FirstSan) => "san",
-                    Some(crate::auth::CertField::SubjectDn) => "dn",
-                },
+                t.client_id_from
+                    .map_or("off (the client's own)", crate::auth::CertField::as_str),
             );
         }
     }

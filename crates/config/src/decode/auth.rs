@@ -206,11 +206,7 @@ fn backend(cx: &mut Cx, mut r: Reader, listeners: &[ListenerConfig]) -> Option<B
                 cx,
                 "username_from",
                 CertField::CommonName,
-                &[
-                    ("cn", CertField::CommonName),
-                    ("san", CertField::FirstSan),
-                    ("dn", CertField::SubjectDn),
-                ],
+                &CertField::NAMES,
             ),
         }),
         "jwt" => jwt(cx, &mut r).map(BackendKind::Jwt),

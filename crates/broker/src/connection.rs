@@ -888,6 +888,13 @@ impl Conn {
         // 0: no read buffer is kept between reads (see `read_some`).
         let mut read_size = 0;
         let mut needs_flush = false;
+        // Packets the client pipelined behind CONNECT arrived with it: handle them now, not
+        // only after the next read (which may never come).
+        if !rbuf.is_empty() {
+            if let Err(close) = self.on_readable(&mut *rbuf) {
+                return close;
+            }
+        }
         loop {
             if self.router.registry.closing() {
                 return Close::Shutdown;
@@ -1791,8 +1798,10 @@ impl Conn {
             }
             self.state.expiry_interval = new_expiry.min(self.router.cfg.mqtt.max_session_expiry);
         }
+        // Only a normal disconnection (0x00) discards the will ([MQTT-3.1.2-10]): 0x04 asks
+        // for it and an error reason code means the client is not leaving cleanly.
         Err(Close::ClientDisconnect {
-            with_will: d.reason == ReasonCode::DisconnectWithWill,
+            with_will: d.reason != ReasonCode::Success,
         })
     }
 
@@ -1828,7 +1837,8 @@ impl Conn {
     async fn finish_inner<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
         let v5 = self.is_v5();
         let (server_reason, publish_will_now, will_ok) = match &close {
-            Close::ClientDisconnect { with_will } => (None, *with_will, *with_will),
+            // Kept like an abnormal close: the Will Delay Interval applies (3.1.3.2.2).
+            Close::ClientDisconnect { with_will } => (None, false, *with_will),
             Close::Io => (None, false, true),
             Close::Server(code, rule) => {
                 debug!(client_id = %self.state.client_id, peer = %self.peer, reason = %code, rule, "closing connection");

@@ -1,0 +1,294 @@
+"""MQTT 3.1.1 conformance: normative statements the other test files do not already cover.
+
+Each test names the behaviour and cites the statement ([MQTT-x.y.z-n], 3.1.1 numbering) in
+its docstring. Raw packets throughout; a 3.1.1 server never sends DISCONNECT, so a violation
+shows as a closed connection. Absence is proved with a barrier (a later message that must
+arrive first), never with a sleep.
+"""
+
+import pytest
+
+from mqtt_client import unique_id
+from mqtt_raw import (CONNACK, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, UNSUBACK,
+                      RawClient, ack_packet, connect_packet, mstr, packet, pingreq_packet,
+                      publish_packet, raw, subscribe_packet, u16, unsubscribe_packet)
+
+V = 4
+
+
+def uid(prefix):
+    return unique_id(prefix)
+
+
+def barrier(pub, sub, topic):
+    """Publishes a marker on `topic` (which `sub` subscribes) and returns the next PUBLISH
+    `sub` receives: anything that should not have arrived would come before it."""
+    pub.publish(topic, b"barrier", qos=1, pid=999)
+    return sub.expect(PUBLISH)
+
+
+def closes(broker, data: bytes, connected: bool = True):
+    """Sends `data` (after a successful CONNECT if `connected`) and requires the server to
+    close the connection without sending a DISCONNECT or a successful CONNACK."""
+    with RawClient(broker.host, broker.port, V) as c:
+        if connected:
+            c.connect(uid("bad"))
+        c.try_send(data)
+        while True:
+            try:
+                p = c.read()
+            except Exception as e:  # noqa: BLE001
+                assert type(e).__name__ == "Closed", f"connection not closed: {e!r}"
+                return
+            assert not (p.type == CONNACK and p.reason == 0), "CONNECT accepted"
+
+
+def persistent(c, cid):
+    return c.connect(cid, clean=False)
+
+
+# ---- UTF-8 strings (1.5.3) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("topic", [b"a/\xc0\xaf", b"a/\xe0\x80\xaf", b"a/\xf4\x90\x80\x80",
+                                   b"a/\xed\xbf\xbf"],
+                         ids=["overlong-2", "overlong-3", "above-U+10FFFF", "surrogate"])
+def test_ill_formed_utf8_topic_closes(broker, topic):
+    """[MQTT-1.5.3-1] ill-formed UTF-8 (overlong forms, code points above U+10FFFF,
+    surrogates) in a topic name closes the connection."""
+    closes(broker, publish_packet(topic, b"x", version=V))
+
+
+def test_ill_formed_utf8_client_id_closes(broker):
+    """[MQTT-1.5.3-1] ill-formed UTF-8 in the CONNECT client identifier: no session, close."""
+    closes(broker, connect_packet(b"id\xff", V), connected=False)
+
+
+def test_ill_formed_utf8_username_closes(broker):
+    """[MQTT-1.5.3-1] ill-formed UTF-8 in the User Name: the CONNECT is not accepted."""
+    closes(broker, connect_packet(uid("u"), V, username=b"\xc3\x28"), connected=False)
+
+
+def test_ill_formed_utf8_will_topic_closes(broker):
+    """[MQTT-1.5.3-1] ill-formed UTF-8 in the Will Topic: the CONNECT is not accepted."""
+    closes(broker, connect_packet(uid("w"), V, will={"topic": b"w/\xff"}), connected=False)
+
+
+def test_nul_in_topic_filter_closes(broker):
+    """[MQTT-1.5.3-2] U+0000 in a topic filter closes the connection."""
+    closes(broker, subscribe_packet(1, [(b"a/\x00", 0)], version=V))
+
+
+def test_bom_is_part_of_the_topic(broker):
+    """[MQTT-1.5.3-3] U+FEFF is a character like any other: it is not skipped or stripped, so
+    "\\ufeffbom/t" and "bom/t" are different topics."""
+    with raw(broker, V, uid("boms")) as sub, raw(broker, V, uid("bomp")) as pub:
+        sub.subscribe([("\ufeffbom/t", 1), ("bom/end", 1)])
+        pub.publish("bom/t", b"plain", qos=1)
+        pub.publish("\ufeffbom/t", b"bom", qos=1)
+        m = sub.expect(PUBLISH)
+        assert (m.topic, m.payload) == ("\ufeffbom/t", b"bom")
+        sub.ack(m)
+
+
+# ---- CONNECT / CONNACK --------------------------------------------------------------------------
+
+def test_will_retain_without_will_flag_is_refused(broker):
+    """[MQTT-3.1.2-15] Will Flag 0 requires Will Retain 0: the CONNECT is refused (close)."""
+    body = mstr("MQTT") + bytes([4, 0x02 | 0x20]) + u16(60) + mstr(uid("wr"))
+    closes(broker, packet(1, 0, body), connected=False)
+
+
+def test_refused_connack_has_session_present_zero(broker):
+    """[MQTT-3.2.2-4] a CONNACK with a non-zero return code has Session Present 0, and the
+    connection is closed [MQTT-3.2.2-5]."""
+    with RawClient(broker.host, broker.port, V) as c:
+        c.send(connect_packet("", V, clean=False))
+        ack = c.expect(CONNACK)
+        assert ack.reason == 0x02 and not ack.session_present
+        assert ack.body == b"\x00\x02"
+        c.expect_closed()
+
+
+def test_connack_body_is_two_bytes(broker):
+    """3.2: the 3.1.1 CONNACK is exactly two bytes (flags, return code); [MQTT-3.2.2-1]
+    reserved flag bits are 0."""
+    with RawClient(broker.host, broker.port, V) as c:
+        ack = c.connect(uid("ca"))
+        assert ack.body == b"\x00\x00"
+
+
+def test_packets_pipelined_behind_connect_are_handled(broker):
+    """4.2/[MQTT-3.1.4-5]: a client may send packets right after CONNECT without waiting for
+    CONNACK; the server processes them in order after accepting the connection."""
+    with RawClient(broker.host, broker.port, V) as c:
+        cid = uid("pipe")
+        c.send(connect_packet(cid, V) + subscribe_packet(1, [("pipe/t", 1)], version=V)
+               + publish_packet("pipe/t", b"a", qos=1, pid=2, version=V) + pingreq_packet())
+        assert c.expect(CONNACK).reason == 0
+        types = []
+        for _ in range(4):
+            p = c.read()
+            types.append(p.type)
+            if p.type == PUBLISH:
+                c.ack(p)
+        assert sorted(types) == sorted([SUBACK, PUBACK, PUBLISH, 13]), types
+        assert types.index(SUBACK) < types.index(PUBLISH)
+
+
+def test_connect_split_byte_by_byte(broker):
+    """2.2.3/4.2: a CONNECT that arrives one byte at a time is accepted."""
+    with RawClient(broker.host, broker.port, V) as c:
+        data = connect_packet(uid("split"), V)
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+        assert c.expect(CONNACK).reason == 0
+        c.ping()
+
+
+# ---- PUBLISH ------------------------------------------------------------------------------------
+
+def test_dup_flag_of_incoming_publish_not_propagated(broker):
+    """[MQTT-3.3.1-3] the DUP flag of an incoming PUBLISH is not propagated: the server sets
+    it on its outgoing PUBLISH only for its own re-deliveries."""
+    with raw(broker, V, uid("dups")) as sub, raw(broker, V, uid("dupp")) as pub:
+        sub.subscribe([("dupf/t", 1)])
+        pub.publish("dupf/t", b"x", qos=1, pid=4, dup=True)
+        m = sub.expect(PUBLISH)
+        assert m.payload == b"x" and not m.dup
+        sub.ack(m)
+
+
+def test_publish_without_retain_leaves_retained_message(broker):
+    """[MQTT-3.3.1-12] a PUBLISH with RETAIN 0 neither stores nor replaces the retained
+    message of its topic."""
+    with raw(broker, V, uid("rnp")) as pub:
+        pub.publish("rn/t", b"kept", qos=1, retain=True)
+        pub.publish("rn/t", b"live", qos=1)
+        with raw(broker, V, uid("rns")) as sub:
+            sub.subscribe([("rn/t", 1)])
+            m = sub.expect(PUBLISH)
+            assert (m.payload, m.retain) == (b"kept", True)
+            sub.ack(m)
+        pub.publish("rn/t", b"", qos=1, retain=True)
+
+
+def test_zero_byte_retained_publish_is_delivered_and_clears(broker):
+    """[MQTT-3.3.1-10]/[MQTT-3.3.1-11] a retained PUBLISH with an empty payload is forwarded
+    to current subscribers as normal, removes the retained message and is not stored
+    itself."""
+    with raw(broker, V, uid("zrs")) as sub, raw(broker, V, uid("zrp")) as pub:
+        pub.publish("zr/t", b"old", qos=1, retain=True)
+        sub.subscribe([("zr/t", 1)])
+        sub.ack(sub.expect(PUBLISH))
+        pub.publish("zr/t", b"", qos=1, retain=True)
+        m = sub.expect(PUBLISH)
+        assert m.payload == b"" and not m.retain
+        sub.ack(m)
+    with raw(broker, V, uid("zrn")) as late, raw(broker, V, uid("zrp2")) as pub:
+        late.subscribe([("zr/t", 1)])
+        m = barrier(pub, late, "zr/t")
+        assert m.payload == b"barrier" and not m.retain
+
+
+def test_retained_will(broker):
+    """[MQTT-3.1.2-17] a will with Will Retain 1 is published as a retained message."""
+    topic = f"rw/{uid('t')}"
+    c = raw(broker, V, uid("rwc"), will={"topic": topic, "payload": b"bye", "qos": 1,
+                                         "retain": True})
+    c.close()  # abnormal: the will is published
+    with raw(broker, V, uid("rws")) as sub:
+        sub.subscribe([(topic, 1)])
+        m = sub.expect(PUBLISH)
+        assert (m.payload, m.retain) == (b"bye", True)
+        sub.ack(m)
+        # Clean up the retained message for later runs on the same broker.
+        sub.publish(topic, b"", qos=1, retain=True, pid=7)
+
+
+def test_empty_topic_name_closes(broker):
+    """[MQTT-4.7.3-1] a topic name is at least one character: an empty one closes."""
+    closes(broker, publish_packet("", b"x", qos=1, pid=1, version=V))
+
+
+def test_redelivery_on_reconnect_keeps_original_order(broker):
+    """[MQTT-4.6.0-1]/[MQTT-4.4.0-1] unacknowledged QoS 1 and 2 messages are re-sent on
+    reconnect in the order they were first sent, with DUP 1 and their packet ids."""
+    cid = uid("order")
+    sub = raw(broker, V)
+    persistent(sub, cid)
+    sub.subscribe([("ord/t", 2)])
+    with raw(broker, V, uid("ordp")) as pub:
+        for i, q in enumerate([1, 2, 1, 2]):
+            pub.publish("ord/t", bytes([i]), qos=q, pid=10 + i)
+    first = [sub.expect(PUBLISH) for _ in range(4)]
+    assert [m.payload for m in first] == [b"\x00", b"\x01", b"\x02", b"\x03"]
+    sub.close()
+    with raw(broker, V) as again:
+        assert persistent(again, cid).session_present
+        re = [again.expect(PUBLISH) for _ in range(4)]
+        assert [(m.payload, m.pid, m.qos) for m in re] == \
+            [(m.payload, m.pid, m.qos) for m in first]
+        assert all(m.dup for m in re)
+        for m in re:
+            again.ack(m)
+        again.finish()
+    with raw(broker, V) as c:
+        c.connect(cid, clean=True)
+
+
+def test_qos2_publish_then_pubrel_before_pubrec_read(broker):
+    """4.3.3: the receiver may send PUBREL as soon as it has PUBREC; PUBREC and PUBCOMP carry
+    the PUBLISH's packet id [MQTT-2.3.1-6]."""
+    with raw(broker, V, uid("q2")) as c:
+        c.send(publish_packet("q2/t", b"x", qos=2, pid=321, version=V))
+        assert c.expect(PUBREC).pid == 321
+        c.send(ack_packet(PUBREL, 321, version=V))
+        assert c.expect(PUBCOMP).pid == 321
+
+
+# ---- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------------
+
+def test_repeated_filter_in_one_subscribe_acts_as_sequence(broker):
+    """[MQTT-3.8.4-4] a SUBSCRIBE with several filters is handled like a sequence of
+    SUBSCRIBEs: the same filter twice leaves one subscription with the last QoS, and one
+    return code per filter."""
+    with raw(broker, V, uid("rfs")) as sub, raw(broker, V, uid("rfp")) as pub:
+        ack = sub.subscribe([("rep/t", 0), ("rep/t", 2)])
+        assert ack.reasons == [0, 2]
+        pub.publish("rep/t", b"x", qos=2, pid=3)
+        m = sub.expect(PUBLISH)
+        assert m.qos == 2
+        sub.ack(m)
+        sub.finish()
+        assert barrier(pub, sub, "rep/t").payload == b"barrier"
+
+
+def test_unsubscribe_several_filters_in_one_packet(broker):
+    """[MQTT-3.10.4-6] an UNSUBSCRIBE with several filters is processed as a sequence and
+    answered by one UNSUBACK."""
+    with raw(broker, V, uid("uss")) as sub, raw(broker, V, uid("usp")) as pub:
+        sub.subscribe([("us/a", 1), ("us/b", 1), ("us/end", 1)])
+        sub.send(unsubscribe_packet(9, ["us/a", "us/b", "never"], version=V))
+        assert sub.expect(UNSUBACK).pid == 9
+        pub.publish("us/a", b"a", qos=1)
+        pub.publish("us/b", b"b", qos=1)
+        assert barrier(pub, sub, "us/end").payload == b"barrier"
+
+
+def test_empty_topic_filter_is_refused(broker):
+    """[MQTT-4.7.3-1] a topic filter is at least one character: SUBACK 0x80 or close."""
+    with raw(broker, V, uid("ef")) as c:
+        c.try_send(subscribe_packet(1, [("", 0)], version=V))
+        try:
+            ack = c.expect(SUBACK)
+        except Exception as e:  # noqa: BLE001
+            assert type(e).__name__ == "Closed", repr(e)
+            return
+        assert ack.reasons == [0x80]
+
+
+def test_suback_return_codes_are_valid(broker):
+    """[MQTT-3.9.3-2] SUBACK return codes are 0x00, 0x01, 0x02 or 0x80 only."""
+    with raw(broker, V, uid("rc")) as c:
+        ack = c.subscribe([("ok/+", 2), ("bad/#/x", 1), ("ok/#", 0)])
+        assert ack.reasons == [2, 0x80, 0]

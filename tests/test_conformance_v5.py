@@ -1,0 +1,532 @@
+"""MQTT 5.0 conformance: normative statements the other test files do not already cover.
+
+Each test names the behaviour and cites the statement ([MQTT-x.y.z-n], 5.0 numbering) in its
+docstring. Raw packets throughout, since a client library would hide most of these. Absence is
+proved with a barrier (a later message that must arrive first), never with a sleep.
+"""
+
+import time
+
+import pytest
+
+from mqtt_client import unique_id
+from mqtt_raw import (AUTH, CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL,
+                      RC_PROTOCOL_ERROR, RC_TOPIC_ALIAS_INVALID, RawClient, ack_packet,
+                      connect_packet, encode_props, mstr, packet, publish_packet, raw,
+                      subscribe_packet, u16, varint)
+
+V = 5
+
+
+def uid(prefix):
+    return unique_id(prefix)
+
+
+def connack_of(broker, data: bytes):
+    """Sends a hand-built CONNECT; returns (CONNACK or None, closed-after)."""
+    with RawClient(broker.host, broker.port, V) as c:
+        c.send(data)
+        try:
+            ack = c.read()
+        except Exception:  # noqa: BLE001 - closed without CONNACK is a valid refusal
+            return None
+        if ack.type != CONNACK:
+            raise AssertionError(f"expected CONNACK, got {ack!r}")
+        if ack.reason != 0:
+            c.expect_closed()
+        return ack
+
+
+def refused(broker, data: bytes, codes):
+    """[MQTT-3.2.2-6]/[MQTT-3.2.2-7] a refused CONNECT gets a CONNACK with one of `codes` (or
+    just a close), Session Present 0, and the connection is closed."""
+    ack = connack_of(broker, data)
+    if ack is not None:
+        assert ack.reason in codes, f"CONNACK 0x{ack.reason:02x}, expected one of {codes}"
+        assert not ack.session_present
+
+
+def barrier(pub, sub, topic):
+    """Publishes a marker on `topic` (which `sub` subscribes) and returns the next PUBLISH
+    `sub` receives: anything that should not have arrived would come before it."""
+    pub.publish(topic, b"barrier", qos=1, pid=999)
+    return sub.expect(PUBLISH)
+
+
+# ---- CONNECT and CONNACK ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("props", [
+    pytest.param([("session_expiry_interval", 1), ("session_expiry_interval", 2)], id="dup-sei"),
+    pytest.param([("receive_maximum", 5), ("receive_maximum", 5)], id="dup-rm"),
+    pytest.param([("maximum_packet_size", 0)], id="max-packet-size-0"),
+    pytest.param([("request_problem_information", 2)], id="rpi-2"),
+    pytest.param([("request_response_information", 2)], id="rri-2"),
+    pytest.param([("authentication_data", b"x")], id="auth-data-without-method"),
+    pytest.param([("topic_alias", 1)], id="topic-alias-in-connect"),
+])
+def test_connect_property_errors_are_refused(broker, props):
+    """3.1.2.11: a duplicated CONNECT property, Maximum Packet Size 0, a Request Problem /
+    Response Information other than 0 or 1, Authentication Data without Authentication Method
+    and a property CONNECT cannot carry are each a Protocol Error or Malformed Packet: CONNACK
+    0x81/0x82 with Session Present 0, then close [MQTT-3.2.2-6], [MQTT-3.2.2-7]."""
+    refused(broker, connect_packet(uid("cp"), V, props=props), {0x81, 0x82})
+
+
+def test_will_property_duplicate_is_refused(broker):
+    """3.1.3.2: a Will Property included twice (Content Type) is a Protocol Error."""
+    will = {"topic": "w/t", "payload": b"x",
+            "props": [("content_type", "a"), ("content_type", "b")]}
+    refused(broker, connect_packet(uid("wp"), V, will=will), {0x81, 0x82})
+
+
+def test_will_property_not_allowed_is_refused(broker):
+    """3.1.3.2: Will Properties are the PUBLISH ones plus Will Delay Interval; a Topic Alias
+    there is a Malformed Packet / Protocol Error."""
+    will = {"topic": "w/t", "payload": b"x", "props": [("topic_alias", 1)]}
+    refused(broker, connect_packet(uid("wpa"), V, will=will), {0x81, 0x82})
+
+
+def test_unsupported_authentication_method_is_refused(broker):
+    """[MQTT-4.12.0-1] an Authentication Method the server does not support: CONNACK 0x8C
+    (Bad authentication method) or 0x87 (Not authorized), and the connection is closed."""
+    refused(broker, connect_packet(uid("am"), V, props={"authentication_method": "NOPE-1"}),
+            {0x8C, 0x87})
+
+
+def test_will_qos_above_maximum_qos_is_refused(broker_factory):
+    """[MQTT-3.2.2-12] a server that does not support QoS 2 refuses a CONNECT with Will QoS 2:
+    CONNACK 0x9B (QoS not supported), then close."""
+    b = broker_factory(mqtt={"max_qos": 1})
+    refused(b, connect_packet(uid("wq"), V, will={"topic": "w/q", "qos": 2}), {0x9B})
+    # Will QoS 1 is within the limit.
+    with raw(b, V, uid("wq1"), will={"topic": "w/q", "qos": 1}):
+        pass
+
+
+def test_will_retain_without_retain_available_is_refused(broker_factory):
+    """[MQTT-3.2.2-13]/3.2.2.3.5 a server without retained messages refuses a CONNECT with Will
+    Retain 1: CONNACK 0x9A (Retain not supported), then close."""
+    b = broker_factory(mqtt={"retain_available": False})
+    refused(b, connect_packet(uid("wr"), V, will={"topic": "w/r", "retain": True}), {0x9A})
+
+
+def test_unsupported_protocol_version_is_refused(broker):
+    """[MQTT-3.1.2-2] an unsupported Protocol Version may get a CONNACK (0x84, or 0x01 in the
+    3.1.1 form the client may be speaking) and the connection is closed."""
+    body = mstr("MQTT") + bytes([6, 0x02]) + u16(60) + varint(0) + mstr(uid("pv"))
+    refused(broker, packet(1, 0, body), {0x84, 0x01})
+
+
+def test_connack_success_session_present_zero_without_session(broker):
+    """[MQTT-3.2.2-3] Clean Start 0 and no existing session: Session Present 0."""
+    with raw(broker, V) as c:
+        ack = c.connect(uid("nosess"), clean=False,
+                        props={"session_expiry_interval": 10})
+        assert not ack.session_present
+
+
+def test_connack_assigned_client_identifier_is_usable(broker):
+    """[MQTT-3.2.2-16] the Assigned Client Identifier is unique and is the session's id: a
+    second connection with it and Clean Start 0 resumes the session."""
+    with raw(broker, V) as c:
+        ack = c.connect("", clean=True, props={"session_expiry_interval": 30})
+        cid = ack.props.get("assigned_client_identifier")
+        assert cid
+        c.subscribe([("aci/t", 1)])
+        c.disconnect()
+    with raw(broker, V) as c2:
+        ack2 = c2.connect("", clean=True)
+        assert ack2.props.get("assigned_client_identifier") != cid
+        c2.disconnect()
+    with raw(broker, V) as c3:
+        assert c3.connect(cid, clean=False).session_present
+        c3.disconnect(0, {"session_expiry_interval": 0})
+
+
+# ---- PUBLISH: properties ----------------------------------------------------------------------
+
+def test_payload_format_utf8_mismatch(broker):
+    """3.3.2.3.2: a PUBLISH with Payload Format Indicator 1 and a payload that is not valid
+    UTF-8: the server MAY refuse it with reason 0x99 (PUBACK or DISCONNECT); if it accepts it,
+    it forwards payload and indicator unaltered [MQTT-3.3.2-4]."""
+    with raw(broker, V, uid("pfs")) as sub, raw(broker, V, uid("pfp")) as pub:
+        sub.subscribe([("pf/t", 1)])
+        pub.send(publish_packet("pf/t", b"\xff\xfe", qos=1, pid=3,
+                                props={"payload_format_indicator": 1}))
+        p = pub.read()
+        if p.type == PUBACK:
+            if p.reason == 0x99:
+                assert barrier(pub, sub, "pf/t").payload == b"barrier"
+                return
+            assert p.reason in (0x00, 0x10)
+            m = sub.expect(PUBLISH)
+            assert m.payload == b"\xff\xfe"
+            assert m.props.get("payload_format_indicator") == 1
+        else:
+            assert p.type == DISCONNECT and p.reason == 0x99, p
+
+
+def test_payload_format_valid_utf8_forwarded(broker):
+    """[MQTT-3.3.2-4] Payload Format Indicator 1 with valid UTF-8 is forwarded unaltered."""
+    with raw(broker, V, uid("pfs")) as sub, raw(broker, V, uid("pfp")) as pub:
+        sub.subscribe([("pf/ok", 1)])
+        ack = pub.publish("pf/ok", "ü €".encode(), qos=1, props={"payload_format_indicator": 1})
+        assert ack.reason == 0
+        m = sub.expect(PUBLISH)
+        assert m.payload == "ü €".encode()
+        assert m.props.get("payload_format_indicator") == 1
+
+
+def test_response_topic_with_wildcard_is_refused(broker):
+    """[MQTT-3.3.2-14] the Response Topic must not contain wildcards: Protocol Error
+    (DISCONNECT 0x82, or 0x90 Topic Name invalid, or 0x81)."""
+    with raw(broker, V, uid("rtw")) as c:
+        c.try_send(publish_packet("rt/t", b"x", qos=1, pid=1, props={"response_topic": "a/#"}))
+        d = c.expect_closed()
+        if d is not None:
+            assert d.reason in (0x81, 0x82, 0x90), d
+
+
+def test_user_properties_keep_order_and_duplicates_raw(broker):
+    """[MQTT-3.3.2-17]/[MQTT-3.3.2-18] User Properties are forwarded unaltered, in order,
+    including repeated names, together with other properties in any position."""
+    user = [("user_property", ("k", "1")), ("content_type", "c"),
+            ("user_property", ("k", "2")), ("user_property", ("a", "")),
+            ("correlation_data", b"\x00"), ("user_property", ("k", "1"))]
+    with raw(broker, V, uid("ups")) as sub, raw(broker, V, uid("upp")) as pub:
+        sub.subscribe([("up/t", 0)])
+        pub.publish("up/t", b"x", qos=0, props=user)
+        m = sub.expect(PUBLISH)
+        assert m.props.all("user_property") == [("k", "1"), ("k", "2"), ("a", ""), ("k", "1")]
+        assert m.props.get("content_type") == "c"
+        assert m.props.get("correlation_data") == b"\x00"
+
+
+def test_topic_alias_not_sent_to_subscriber_by_client_mapping(broker):
+    """[MQTT-3.3.2-10]/3.3.2.3.4 the Topic Alias a publisher uses is per connection: the
+    subscriber receives the full topic name (the server sends no alias it did not establish
+    with this client)."""
+    with raw(broker, V, uid("tas")) as sub, raw(broker, V, uid("tap")) as pub:
+        sub.subscribe([("ta/full", 0)])
+        pub.publish("ta/full", b"1", props={"topic_alias": 1})
+        pub.publish("", b"2", props={"topic_alias": 1})
+        for want in (b"1", b"2"):
+            m = sub.expect(PUBLISH)
+            assert m.topic == "ta/full" and m.payload == want
+            assert "topic_alias" not in m.props
+
+
+def test_topic_alias_mapping_can_be_replaced(broker):
+    """3.3.2.3.4: a PUBLISH with a topic name and an alias already mapped replaces the
+    mapping."""
+    with raw(broker, V, uid("tars")) as sub, raw(broker, V, uid("tarp")) as pub:
+        sub.subscribe([("tr/#", 0)])
+        pub.publish("tr/a", b"1", props={"topic_alias": 1})
+        pub.publish("tr/b", b"2", props={"topic_alias": 1})
+        pub.publish("", b"3", props={"topic_alias": 1})
+        got = [(m.topic, m.payload) for m in (sub.expect(PUBLISH) for _ in range(3))]
+        assert got == [("tr/a", b"1"), ("tr/b", b"2"), ("tr/b", b"3")]
+
+
+def test_topic_alias_mapping_ends_with_the_connection(broker):
+    """[MQTT-3.3.2-7] Topic Alias mappings are not carried from one network connection to
+    another, even with the same session: an alias-only PUBLISH after reconnecting is a
+    Protocol Error."""
+    cid = uid("tac")
+    with raw(broker, V) as c:
+        c.connect(cid, clean=False, props={"session_expiry_interval": 30})
+        c.publish("tc/t", b"1", qos=1, props={"topic_alias": 1})
+        c.disconnect()
+    with raw(broker, V) as c:
+        assert c.connect(cid, clean=False).session_present
+        c.try_send(publish_packet("", b"2", qos=1, pid=2, props={"topic_alias": 1}))
+        c.expect_closed_with(RC_PROTOCOL_ERROR)
+
+
+def test_topic_alias_zero_is_invalid(broker):
+    """3.3.2.3.4: a Topic Alias of 0 is a Protocol Error: DISCONNECT 0x94 (or 0x82)."""
+    with raw(broker, V, uid("ta0")) as c:
+        c.try_send(publish_packet("t/0", b"x", props={"topic_alias": 0}))
+        d = c.expect_closed()
+        assert d is not None and d.reason in (RC_TOPIC_ALIAS_INVALID, 0x82, 0x81), d
+
+
+def test_message_expiry_remaining_interval_of_queued_message(broker):
+    """[MQTT-3.3.2-6] a message queued for an offline session is delivered with its Message
+    Expiry Interval reduced by the time it waited."""
+    cid = uid("mei")
+    with raw(broker, V) as c:
+        c.connect(cid, clean=False, props={"session_expiry_interval": 60})
+        c.subscribe([("mei/t", 1)])
+        c.disconnect()
+    with raw(broker, V, uid("meip")) as pub:
+        pub.publish("mei/t", b"x", qos=1, props={"message_expiry_interval": 30})
+    time.sleep(1.2)  # protocol time must pass for the interval to shrink
+    with raw(broker, V) as c:
+        c.connect(cid, clean=False)
+        m = c.expect(PUBLISH)
+        assert 1 <= m.props.get("message_expiry_interval") <= 29, m
+        c.ack(m)
+
+
+def test_message_without_expiry_has_none_forwarded(broker):
+    """3.3.2.3.3: without a Message Expiry Interval the message does not expire and none is
+    sent."""
+    with raw(broker, V, uid("nes")) as sub, raw(broker, V, uid("nep")) as pub:
+        sub.subscribe([("ne/t", 1)])
+        pub.publish("ne/t", b"x", qos=1)
+        assert "message_expiry_interval" not in sub.expect(PUBLISH).props
+
+
+# ---- acknowledgements with reason codes -------------------------------------------------------
+
+def test_puback_with_error_reason_completes_the_flow(broker):
+    """[MQTT-4.3.2-5]/3.4.2.1 a PUBACK with a failure reason (0x80) still acknowledges the
+    message: it is not sent again and the flow goes on."""
+    cid = uid("pae")
+    with raw(broker, V) as sub, raw(broker, V, uid("paep")) as pub:
+        sub.connect(cid, clean=False, props={"session_expiry_interval": 30})
+        sub.subscribe([("pae/t", 1)])
+        pub.publish("pae/t", b"1", qos=1)
+        m = sub.expect(PUBLISH)
+        sub.send(ack_packet(PUBACK, m.pid, reason=0x80))
+        pub.publish("pae/t", b"2", qos=1)
+        m2 = sub.expect(PUBLISH)
+        assert m2.payload == b"2" and not m2.dup
+        sub.ack(m2)
+        sub.disconnect()
+    with raw(broker, V) as sub:
+        assert sub.connect(cid, clean=False).session_present
+        # Nothing is re-sent: the first message was acknowledged.
+        with raw(broker, V, uid("paep2")) as pub:
+            assert barrier(pub, sub, "pae/t").payload == b"barrier"
+        sub.disconnect(0, {"session_expiry_interval": 0})
+
+
+def test_pubrec_with_error_reason_ends_the_qos2_flow(broker):
+    """[MQTT-4.3.3-4]/3.5.2.1 a PUBREC with a reason code of 0x80 or greater ends the QoS 2
+    flow: the server sends no PUBREL, and the packet identifier is free again."""
+    with raw(broker, V, uid("pre")) as sub, raw(broker, V, uid("prep")) as pub:
+        sub.subscribe([("pre/t", 2)])
+        pub.publish("pre/t", b"1", qos=2, pid=1)
+        m = sub.expect(PUBLISH)
+        sub.send(ack_packet(PUBREC, m.pid, reason=0x80))
+        pub.publish("pre/t", b"2", qos=2, pid=2)
+        m2 = sub.read()
+        assert m2.type == PUBLISH and m2.payload == b"2", f"expected the next PUBLISH, got {m2!r}"
+        sub.ack(m2)
+        sub.finish()
+
+
+def test_pubrel_answered_with_pubcomp_reason_success(broker):
+    """[MQTT-4.3.3-11]/3.7.2.1 the server answers a known PUBREL with PUBCOMP reason 0x00."""
+    with raw(broker, V, uid("prc")) as pub:
+        comp = pub.publish("prc/t", b"x", qos=2, pid=9)
+        assert comp.pid == 9 and comp.reason == 0
+
+
+# ---- SUBSCRIBE and delivery options -----------------------------------------------------------
+
+def test_subscription_identifier_updated_by_resubscribe(broker):
+    """3.8.2.1.2/[MQTT-3.8.4-3] a SUBSCRIBE that replaces a subscription replaces its
+    Subscription Identifier too; re-subscribing without one removes it."""
+    with raw(broker, V, uid("sidu")) as sub, raw(broker, V, uid("sidp")) as pub:
+        sub.subscribe([("sidu/t", 0)], props={"subscription_identifier": 5})
+        sub.subscribe([("sidu/t", 0)], pid=2, props={"subscription_identifier": 6})
+        pub.publish("sidu/t", b"1")
+        assert sub.expect(PUBLISH).props.all("subscription_identifier") == [6]
+        sub.subscribe([("sidu/t", 0)], pid=3)
+        pub.publish("sidu/t", b"2")
+        assert sub.expect(PUBLISH).props.all("subscription_identifier") == []
+
+
+def test_retained_message_on_subscribe_carries_subscription_identifier(broker):
+    """[MQTT-3.3.4-3] a retained message sent because of a SUBSCRIBE carries that
+    subscription's identifier."""
+    with raw(broker, V, uid("rsp")) as pub:
+        pub.publish("rsid/t", b"r", qos=1, retain=True)
+    with raw(broker, V, uid("rss")) as sub:
+        sub.subscribe([("rsid/#", 1)], props={"subscription_identifier": 77})
+        m = sub.expect(PUBLISH)
+        assert m.retain and m.props.all("subscription_identifier") == [77]
+        sub.ack(m)
+    with raw(broker, V, uid("rsc")) as pub:
+        pub.publish("rsid/t", b"", qos=1, retain=True)
+
+
+def test_two_subscription_identifiers_in_subscribe_are_refused(broker):
+    """3.8.2.1.2: including the Subscription Identifier more than once in SUBSCRIBE is a
+    Protocol Error."""
+    with raw(broker, V, uid("sid2")) as c:
+        c.send(subscribe_packet(1, [("s2/t", 0)], props=[("subscription_identifier", 1),
+                                                          ("subscription_identifier", 2)]))
+        d = c.expect_closed()
+        assert d is not None and d.reason in (0x81, 0x82), d
+
+
+def test_subscription_identifier_maximum_value(broker):
+    """3.8.2.1.2: the Subscription Identifier ranges 1..268,435,455; the maximum is forwarded
+    as is."""
+    with raw(broker, V, uid("sidm")) as sub, raw(broker, V, uid("sidmp")) as pub:
+        sub.subscribe([("sidm/t", 0)], props={"subscription_identifier": 268435455})
+        pub.publish("sidm/t", b"x")
+        assert sub.expect(PUBLISH).props.all("subscription_identifier") == [268435455]
+
+
+def test_retained_sent_on_subscribe_have_retain_flag_without_rap(broker):
+    """[MQTT-3.3.1-9] retained messages sent because of a new subscription have RETAIN 1,
+    whatever the Retain As Published option."""
+    with raw(broker, V, uid("rfp")) as pub:
+        pub.publish("rf/t", b"r", qos=1, retain=True)
+    with raw(broker, V, uid("rfs")) as sub:
+        sub.subscribe([("rf/t", 1)])  # RAP 0
+        m = sub.expect(PUBLISH)
+        assert m.retain and m.payload == b"r"
+        sub.ack(m)
+    with raw(broker, V, uid("rfc")) as pub:
+        pub.publish("rf/t", b"", qos=1, retain=True)
+
+
+def test_retain_handling_1_sends_retained_only_for_new_subscription(broker):
+    """[MQTT-3.3.1-10] Retain Handling 1: retained messages at subscribe only if the
+    subscription did not exist."""
+    with raw(broker, V, uid("rh1p")) as pub, raw(broker, V, uid("rh1s")) as sub:
+        pub.publish("rh1/t", b"r", qos=1, retain=True)
+        sub.subscribe([("rh1/t", 1 | (1 << 4))])
+        m = sub.expect(PUBLISH)
+        assert m.retain and m.payload == b"r"
+        sub.ack(m)
+        sub.subscribe([("rh1/t", 1 | (1 << 4))], pid=2)
+        assert barrier(pub, sub, "rh1/t").payload == b"barrier"
+        pub.publish("rh1/t", b"", qos=1, retain=True)
+
+
+# ---- shared subscriptions ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("flt", ["$share/g/", "$share/a+b/x"])
+def test_shared_subscription_invalid_filter(broker, flt):
+    """[MQTT-4.8.2-1]/[MQTT-4.8.2-2] a ShareName is at least one character without '/', '+'
+    or '#', followed by '/' and a non-empty topic filter: otherwise SUBACK 0x8F (Topic Filter
+    invalid) or a Protocol Error / Malformed DISCONNECT (more cases in test_subscribe.py)."""
+    with raw(broker, V, uid("shinv")) as c:
+        c.send(subscribe_packet(1, [(flt, 0)]))
+        p = c.read()
+        if p.type == DISCONNECT:
+            assert p.reason in (0x81, 0x82, 0x8F), p
+        else:
+            assert p.reasons == [0x8F], p
+
+
+def test_shared_subscription_gets_no_retained_messages(broker):
+    """3.3.1.3/4.8.2: retained messages are sent when a new non-shared subscription is made;
+    a shared subscription does not receive them at subscribe time."""
+    with raw(broker, V, uid("shrp")) as pub:
+        pub.publish("shr/t", b"r", qos=1, retain=True)
+        with raw(broker, V, uid("shrs")) as sub:
+            sub.subscribe([("$share/g1/shr/t", 1)])
+            m = barrier(pub, sub, "shr/t")
+            assert m.payload == b"barrier" and not m.retain, m
+            sub.ack(m)
+        pub.publish("shr/t", b"", qos=1, retain=True)
+
+
+def test_shared_and_nonshared_subscriptions_each_get_a_copy(broker):
+    """4.8.2: a session with a shared and a non-shared matching subscription receives one copy
+    for each."""
+    with raw(broker, V, uid("shns")) as sub, raw(broker, V, uid("shnp")) as pub:
+        sub.subscribe([("$share/g2/shn/t", 0), ("shn/t", 0)])
+        pub.publish("shn/t", b"x")
+        assert sub.expect(PUBLISH).payload == b"x"
+        assert sub.expect(PUBLISH).payload == b"x"
+        pub.publish("shn/t", b"end")
+        # A third copy would come before this.
+        assert sub.expect(PUBLISH).payload == b"end"
+
+
+def test_shared_subscription_qos_is_per_member(broker):
+    """[MQTT-4.8.2-3]/3.8.4: a shared subscription delivers at min(published QoS, the member's
+    granted QoS)."""
+    with raw(broker, V, uid("shq")) as sub, raw(broker, V, uid("shqp")) as pub:
+        assert sub.subscribe([("$share/g3/shq/t", 1)]).reasons == [1]
+        pub.publish("shq/t", b"x", qos=2, pid=4)
+        m = sub.expect(PUBLISH)
+        assert m.qos == 1
+        sub.ack(m)
+
+
+# ---- DISCONNECT and will ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reason", [0x80, 0x83, 0x93])
+def test_disconnect_with_error_reason_publishes_will(broker, reason):
+    """[MQTT-3.1.2-8]/[MQTT-3.1.2-10] the will is discarded only on DISCONNECT with reason
+    0x00: a DISCONNECT with an error reason code from the client publishes it."""
+    with raw(broker, V, uid("dws")) as sub:
+        topic = f"dw/{reason}"
+        sub.subscribe([(topic, 1)])
+        with raw(broker, V, uid("dwc"), will={"topic": topic, "payload": b"gone", "qos": 1}) as c:
+            c.disconnect(reason)
+        m = sub.expect(PUBLISH)
+        assert m.payload == b"gone"
+        sub.ack(m)
+
+
+def test_disconnect_normal_with_properties_discards_will(broker):
+    """[MQTT-3.1.2-10]/[MQTT-3.14.4-3] DISCONNECT 0x00 with properties (Reason String, User
+    Property) still discards the will."""
+    with raw(broker, V, uid("dnps")) as sub, raw(broker, V, uid("dnpp")) as pub:
+        sub.subscribe([("dnp/t", 1)])
+        with raw(broker, V, uid("dnpc"), will={"topic": "dnp/t", "payload": b"will"}) as c:
+            c.disconnect(0, {"reason_string": "bye", "user_property": [("a", "b")]})
+        assert barrier(pub, sub, "dnp/t").payload == b"barrier"
+
+
+def test_server_sends_nothing_after_disconnect(broker):
+    """[MQTT-3.14.4-1]/[MQTT-3.14.4-2] after the client's DISCONNECT the server closes the
+    connection and sends no further packets."""
+    with raw(broker, V, uid("dcl")) as c:
+        c.subscribe([("dcl/t", 0)])
+        c.send(packet(DISCONNECT, 0, b""))
+        assert c.expect_closed() is None
+
+
+# ---- AUTH --------------------------------------------------------------------------------------
+
+def test_auth_after_plain_connect_is_protocol_error(broker):
+    """[MQTT-4.12.0-?]/4.12: an AUTH packet from a client whose CONNECT had no Authentication
+    Method is a Protocol Error: DISCONNECT 0x82 (re-authentication needs one)."""
+    with raw(broker, V, uid("auth")) as c:
+        c.try_send(packet(AUTH, 0, b"\x19" + encode_props({"authentication_method": "X"})))
+        c.expect_closed_with(RC_PROTOCOL_ERROR)
+
+
+# ---- framing -----------------------------------------------------------------------------------
+
+def test_packets_split_and_coalesced_arbitrarily(broker):
+    """2.1/4.2: MQTT is a byte stream: packets split byte by byte, and several packets in one
+    segment, are handled the same."""
+    with RawClient(broker.host, broker.port, V) as c:
+        data = connect_packet(uid("frame"), V) + subscribe_packet(1, [("fr/t", 1)])
+        data += publish_packet("fr/t", b"a", qos=1, pid=2)
+        c.send(data)
+        assert c.expect(CONNACK).reason == 0
+        got = {}
+        for _ in range(3):
+            p = c.read()
+            got[p.type] = p
+        assert set(got) == {3, 4, 9}, got
+        c.ack(got[PUBLISH])
+        one = publish_packet("fr/t", b"b" * 40, qos=1, pid=3)
+        for i in range(len(one)):
+            c.send(one[i:i + 1])
+        seen = {c.read().type, c.read().type}
+        assert seen == {PUBLISH, PUBACK}
+
+
+def test_pubcomp_and_pubrel_for_unknown_ids(broker):
+    """3.6.4/3.7: a PUBREL for an id with no QoS 2 state is answered with PUBCOMP 0x92
+    (Packet Identifier not found) and the connection stays usable."""
+    with raw(broker, V, uid("unk")) as c:
+        c.send(ack_packet(PUBREL, 4242))
+        comp = c.expect(PUBCOMP)
+        assert comp.pid == 4242 and comp.reason == 0x92
+        c.ping()

@@ -13,7 +13,7 @@ from mqtt_client import unique_id
 from mqtt_raw import (AUTH, CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL,
                       RC_PROTOCOL_ERROR, RC_TOPIC_ALIAS_INVALID, RawClient, ack_packet,
                       connect_packet, encode_props, mstr, packet, publish_packet, raw,
-                      subscribe_packet, u16, varint)
+                      UNSUBACK, subscribe_packet, u16, unsubscribe_packet, varint)
 
 V = 5
 
@@ -530,3 +530,168 @@ def test_pubcomp_and_pubrel_for_unknown_ids(broker):
         comp = c.expect(PUBCOMP)
         assert comp.pid == 4242 and comp.reason == 0x92
         c.ping()
+
+
+# ---- flow control, sessions, maximum packet size ------------------------------------------------
+
+def test_resumed_session_keeps_subscription_options_and_identifier(broker):
+    """[MQTT-4.1.0-1]/3.1.2.4: the session state kept across connections includes each
+    subscription's identifier and options (No Local here)."""
+    cid = uid("keep")
+    with raw(broker, V) as c:
+        c.connect(cid, clean=False, props={"session_expiry_interval": 30})
+        c.subscribe([("keep/t", 1 | 0x04)], props={"subscription_identifier": 42})
+        c.disconnect()
+    with raw(broker, V) as c, raw(broker, V, uid("keepp")) as pub:
+        assert c.connect(cid, clean=False).session_present
+        c.publish("keep/t", b"own", qos=1, pid=5)  # No Local: not sent back
+        pub.publish("keep/t", b"other", qos=1)
+        m = c.expect(PUBLISH)
+        assert m.payload == b"other" and m.props.all("subscription_identifier") == [42]
+        c.ack(m)
+        c.disconnect(0, {"session_expiry_interval": 0})
+
+
+def test_retained_message_larger_than_client_maximum_is_not_sent(broker):
+    """[MQTT-3.1.2-24]/[MQTT-3.1.2-25] a retained message too large for the subscriber's
+    Maximum Packet Size is not sent at subscribe time (dropped for that client)."""
+    topic = f"big/{uid('r')}"
+    with raw(broker, V, uid("bigp")) as pub:
+        pub.publish(topic + "/a", b"x" * 2000, qos=1, retain=True)
+        pub.publish(topic + "/b", b"small", qos=1, retain=True)
+        with raw(broker, V) as sub:
+            sub.connect(uid("bigs"), props={"maximum_packet_size": 512})
+            sub.subscribe([(topic + "/#", 1)])
+            m = sub.expect(PUBLISH)
+            assert m.payload == b"small", m
+            sub.ack(m)
+        pub.publish(topic + "/a", b"", qos=1, retain=True)
+        pub.publish(topic + "/b", b"", qos=1, retain=True)
+
+
+def test_qos2_publish_resent_after_reconnect_is_delivered_once(broker):
+    """[MQTT-4.3.3-10]/[MQTT-4.4.0-1] a QoS 2 PUBLISH whose PUBREC the client never saw is
+    re-sent (DUP) on a new connection of the same session: the server answers PUBREC and does
+    not deliver the message a second time."""
+    cid = uid("q2r")
+    with raw(broker, V, uid("q2rs")) as sub:
+        sub.subscribe([("q2r/t", 2)])
+        with raw(broker, V) as pub:
+            pub.connect(cid, clean=False, props={"session_expiry_interval": 30})
+            pub.send(publish_packet("q2r/t", b"once", qos=2, pid=17))
+            assert pub.expect(PUBREC).pid == 17
+        m = sub.expect(PUBLISH)
+        assert m.payload == b"once"
+        sub.ack(m)
+        sub.finish()
+        with raw(broker, V) as pub:
+            assert pub.connect(cid, clean=False).session_present
+            pub.send(publish_packet("q2r/t", b"once", qos=2, pid=17, dup=True))
+            assert pub.expect(PUBREC).pid == 17
+            pub.send(ack_packet(PUBREL, 17))
+            assert pub.expect(PUBCOMP).pid == 17
+            assert barrier(pub, sub, "q2r/t").payload == b"barrier"
+            pub.disconnect(0, {"session_expiry_interval": 0})
+
+
+def test_disconnect_pipelined_behind_connect(broker):
+    """[MQTT-3.14.4-3] a DISCONNECT 0x00 sent right behind CONNECT (before CONNACK arrived) is
+    handled: CONNACK, then the connection closes and the will is discarded."""
+    with raw(broker, V, uid("pds")) as sub, raw(broker, V, uid("pdp")) as pub:
+        sub.subscribe([("pd/t", 1)])
+        with RawClient(broker.host, broker.port, V) as c:
+            c.send(connect_packet(uid("pdc"), V, will={"topic": "pd/t", "payload": b"w"})
+                   + packet(DISCONNECT, 0, b""))
+            assert c.expect(CONNACK).reason == 0
+            assert c.expect_closed() is None
+        assert barrier(pub, sub, "pd/t").payload == b"barrier"
+
+
+# ---- properties on every packet type ------------------------------------------------------------
+
+def test_acks_from_client_may_carry_reason_string_and_user_properties(broker):
+    """3.4.2.2/3.5.2.2/3.7.2.2: PUBACK, PUBREC and PUBCOMP from the client may carry a Reason
+    String and User Properties; the server accepts them and completes each flow."""
+    props = encode_props([("reason_string", "fine"), ("user_property", ("k", "v"))])
+    with raw(broker, V, uid("aps")) as sub, raw(broker, V, uid("app")) as pub:
+        sub.subscribe([("ap/1", 1), ("ap/2", 2)])
+        pub.publish("ap/1", b"1", qos=1)
+        m = sub.expect(PUBLISH)
+        sub.send(packet(PUBACK, 0, u16(m.pid) + b"\x00" + props))
+        pub.publish("ap/2", b"2", qos=2, pid=2)
+        m = sub.expect(PUBLISH)
+        sub.send(packet(PUBREC, 0, u16(m.pid) + b"\x00" + props))
+        rel = sub.expect(PUBREL)
+        assert rel.pid == m.pid
+        sub.send(packet(PUBCOMP, 0, u16(m.pid) + b"\x00" + props))
+        sub.ping()
+
+
+def test_pubrel_from_client_with_properties(broker):
+    """3.6.2: a client PUBREL with reason 0x00 and properties completes the inbound flow."""
+    with raw(broker, V, uid("prp")) as c:
+        c.send(publish_packet("prp/t", b"x", qos=2, pid=8))
+        assert c.expect(PUBREC).pid == 8
+        c.send(packet(PUBREL, 0x02, u16(8) + b"\x00"
+                      + encode_props({"reason_string": "go", "user_property": [("a", "b")]})))
+        assert c.expect(PUBCOMP).pid == 8
+
+
+def test_subscribe_and_unsubscribe_with_user_properties(broker):
+    """3.8.2.1.3/3.10.2.1.2: SUBSCRIBE and UNSUBSCRIBE may carry User Properties."""
+    up = {"user_property": [("x", "1"), ("x", "2")]}
+    with raw(broker, V, uid("sup")) as c:
+        assert c.subscribe([("sup/t", 1)], props=up).reasons == [1]
+        c.send(unsubscribe_packet(2, ["sup/t"], props=up))
+        assert c.expect(UNSUBACK).reasons == [0]
+
+
+def test_password_without_username_is_allowed(broker):
+    """3.1.2.9 (5.0): unlike 3.1.1, a Password without a User Name is not a protocol
+    error; the CONNECT is judged by the authentication in place (loopback anonymous here)."""
+    with RawClient(broker.host, broker.port, V) as c:
+        c.send(connect_packet(uid("pw"), V, password=b"secret"))
+        ack = c.expect(CONNACK)
+        assert ack.reason in (0x00, 0x86, 0x87), ack
+
+
+
+def test_request_problem_information_zero_suppresses_reason_strings(broker):
+    """[MQTT-3.1.2-29] with Request Problem Information 0 the server sends no Reason String or
+    User Property except on PUBLISH, CONNACK and DISCONNECT; [MQTT-3.1.2-28] with Request
+    Response Information 0 it sends no Response Information."""
+    with raw(broker, V) as c:
+        ack = c.connect(uid("rpi"), props={"request_problem_information": 0,
+                                           "request_response_information": 0})
+        assert "response_information" not in ack.props
+        packets = [c.subscribe([("rpi/t", 2), ("rpi/#/bad", 0)])]
+        c.send(publish_packet("rpi/x", b"x", qos=1, pid=2,
+                              props={"payload_format_indicator": 1}))
+        packets.append(c.expect(PUBACK))
+        c.send(publish_packet("rpi/y", b"\xff", qos=1, pid=3,
+                              props={"payload_format_indicator": 1}))
+        packets.append(c.expect(PUBACK))
+        c.send(ack_packet(PUBREL, 555))
+        packets.append(c.expect(PUBCOMP))
+        c.send(unsubscribe_packet(4, ["never/there"]))
+        packets.append(c.expect(UNSUBACK))
+        for p in packets:
+            assert "reason_string" not in p.props and "user_property" not in p.props, p
+
+
+@pytest.mark.slow
+def test_disconnect_with_will_honours_will_delay(broker):
+    """3.14.2.1/3.1.3.2.2: DISCONNECT 0x04 keeps the will; it is published once the Will
+    Delay Interval has passed (the session outlives it), not before."""
+    with raw(broker, V, uid("wds")) as sub, raw(broker, V, uid("wdp")) as pub:
+        sub.subscribe([("wd4/t", 1)])
+        with raw(broker, V, uid("wdc"), props={"session_expiry_interval": 30},
+                 will={"topic": "wd4/t", "payload": b"late",
+                       "props": {"will_delay_interval": 2}}) as c:
+            c.disconnect(0x04)
+        started = time.monotonic()
+        assert barrier(pub, sub, "wd4/t").payload == b"barrier"
+        m = sub.expect(PUBLISH, timeout=6)
+        assert m.payload == b"late"
+        assert time.monotonic() - started >= 1.0
+        sub.ack(m)

@@ -292,3 +292,55 @@ def test_suback_return_codes_are_valid(broker):
     with raw(broker, V, uid("rc")) as c:
         ack = c.subscribe([("ok/+", 2), ("bad/#/x", 1), ("ok/#", 0)])
         assert ack.reasons == [2, 0x80, 0]
+
+
+# ---- refused CONNECT, retained state ------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_nothing_after_a_refused_connect_is_processed(broker, version):
+    """[MQTT-3.1.4-5] (v5 [MQTT-3.1.4-6]) a server that refuses a CONNECT processes none of
+    the data the client sent after it: a retained PUBLISH pipelined behind it is not stored."""
+    topic = f"refused/{uid('t')}"
+    bad = connect_packet("", version, clean=False) if version == 4 else \
+        connect_packet(uid("r"), 5, props=[("receive_maximum", 0)])
+    with RawClient(broker.host, broker.port, version) as c:
+        c.send(bad + publish_packet(topic, b"smuggled", qos=0, retain=True, version=version))
+        try:
+            ack = c.read()
+            assert ack.type == CONNACK and ack.reason != 0, ack
+        except Exception as e:  # noqa: BLE001 - a close without CONNACK is a refusal too
+            assert type(e).__name__ == "Closed", repr(e)
+        c.expect_closed()
+    with raw(broker, V, uid("rfs")) as sub, raw(broker, V, uid("rfp")) as pub:
+        sub.subscribe([(topic, 1)])
+        m = barrier(pub, sub, topic)
+        assert m.payload == b"barrier", f"the PUBLISH after a refused CONNECT was processed: {m!r}"
+
+
+def test_retained_message_outlives_the_publishers_session(broker):
+    """[MQTT-3.1.2-7] retained messages are not part of the session state: they are not
+    deleted when the publisher's session ends."""
+    topic = f"rs/{uid('t')}"
+    with raw(broker, V, uid("rsp"), clean=True) as pub:
+        pub.publish(topic, b"stays", qos=1, retain=True)
+        pub.disconnect()
+    with raw(broker, V, uid("rss")) as sub:
+        sub.subscribe([(topic, 0)])
+        m = sub.expect(PUBLISH)
+        assert (m.payload, m.retain) == (b"stays", True)
+        sub.publish(topic, b"", qos=1, retain=True, pid=3)
+
+
+def test_qos0_retained_publish_replaces_retained_message(broker):
+    """[MQTT-3.3.1-7] a retained QoS 0 PUBLISH discards the message retained before it and
+    (SHOULD) becomes the retained message."""
+    topic = f"r0/{uid('t')}"
+    with raw(broker, V, uid("r0p")) as pub:
+        pub.publish(topic, b"q1", qos=1, retain=True)
+        pub.publish(topic, b"q0", qos=0, retain=True)
+        pub.ping()  # the QoS 0 PUBLISH was handled before PINGRESP
+        with raw(broker, V, uid("r0s")) as sub:
+            sub.subscribe([(topic, 1)])
+            m = sub.expect(PUBLISH)
+            assert (m.payload, m.qos, m.retain) == (b"q0", 0, True)
+        pub.publish(topic, b"", qos=1, retain=True)

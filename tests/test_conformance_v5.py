@@ -695,3 +695,49 @@ def test_disconnect_with_will_honours_will_delay(broker):
         assert m.payload == b"late"
         assert time.monotonic() - started >= 1.0
         sub.ack(m)
+
+
+def _shared_members_got(members, n):
+    """Reads until the members together received n PUBLISHes; returns {index: [packets]}."""
+    got = {}
+    deadline = time.monotonic() + 5
+    while sum(len(v) for v in got.values()) < n:
+        assert time.monotonic() < deadline, f"only {got} of {n}"
+        for i, c in enumerate(members):
+            try:
+                got.setdefault(i, []).append(c.expect(PUBLISH, timeout=0.1))
+            except TimeoutError:
+                pass
+    return {i: v for i, v in got.items() if v}
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_shared_inflight_message_when_member_session_ends(broker, qos):
+    """[MQTT-4.8.2-5] a QoS 2 message being sent to a shared-subscription member whose session
+    ends before it completes is NOT sent to another member; a QoS 1 one SHOULD be (4.8.2)."""
+    topic = f"shi/{qos}"
+    ids = [uid("shia"), uid("shib")]
+    members = [raw(broker, V, cid) for cid in ids]
+    try:
+        for m in members:
+            m.subscribe([(f"$share/gi/{topic}", qos), (f"{topic}/bar", 1)])
+        with raw(broker, V, uid("ship")) as pub:
+            pub.publish(topic, b"m0", qos=qos, pid=1)
+            got = _shared_members_got(members, 1)
+            (leaving,) = got
+            staying = members[1 - leaving]
+            members[leaving].close()  # no acknowledgement; session expiry 0
+            # Once the same client id is connected again, the old session has ended.
+            with raw(broker, V, ids[leaving]):
+                pass
+            pub.publish(f"{topic}/bar", b"barrier", qos=1, pid=2)
+            m = staying.expect(PUBLISH)
+            if qos == 2:
+                assert m.payload == b"barrier", f"QoS 2 message handed over: {m!r}"
+            else:
+                assert m.payload == b"m0", f"QoS 1 message not handed over: {m!r}"
+                staying.ack(m)
+                assert staying.expect(PUBLISH).payload == b"barrier"
+    finally:
+        for m in members:
+            m.close()

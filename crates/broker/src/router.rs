@@ -474,8 +474,9 @@ impl Router {
         }
     }
 
-    /// Choose another member for each shared delivery of a departing session: a connected
-    /// one if possible, else any other member (a persistent one queues it while offline).
+    /// Choose another member for each shared delivery of a departing session (queued QoS 1/2
+    /// and unacknowledged QoS 1): a connected one if possible, else any other member (a
+    /// persistent one queues it while offline).
     fn redeliver_shared(
         &self,
         session: &SessionShared,
@@ -489,7 +490,10 @@ impl Router {
             .collect();
         for id in &state.outbound_order {
             if let Some(crate::session::OutFlight::Publish(d)) = state.outbound.get(id) {
-                if d.shared_group.is_some() {
+                // A QoS 2 message already sent to this member is never handed to another,
+                // even though this member's session ends first ([MQTT-4.8.2-5]): the
+                // member may have delivered it, and QoS 2 promises once at most.
+                if d.shared_group.is_some() && d.qos != QoS::ExactlyOnce {
                     pending.push(d.clone());
                 }
             }

@@ -779,3 +779,48 @@ def test_short_forms_of_acks_and_disconnect(broker):
             c.send(packet(DISCONNECT, 0, b"\x00"))
             assert c.expect_closed() is None
         assert barrier(pub, sub, "sf/t").payload == b"barrier"
+
+
+def _publish_of_size(total, topic, version=V):
+    """A QoS 1 PUBLISH (pid 1) whose whole packet, fixed header included, is `total` bytes."""
+    overhead = len(publish_packet(topic, b"", qos=1, pid=1, version=version))
+    n = total - overhead
+    while len(publish_packet(topic, b"x" * n, qos=1, pid=1, version=version)) > total:
+        n -= 1  # the remaining length grew a byte
+    pk = publish_packet(topic, b"x" * n, qos=1, pid=1, version=version)
+    assert len(pk) == total
+    return pk
+
+
+@pytest.mark.rampart_only  # the peer's limit is configured differently
+def test_server_maximum_packet_size_counts_the_whole_packet(broker_factory):
+    """3.2.2.3.6/[MQTT-3.1.2-24]: the Maximum Packet Size is the total packet size, fixed
+    header included: with 1024 announced, a 1024-byte PUBLISH passes and a 1025-byte one
+    ends the connection with 0x95."""
+    b = broker_factory(mqtt={"max_packet_size": 1024})
+    with raw(b, V, uid("mx")) as c:
+        c.send(_publish_of_size(1024, "mx/t"))
+        assert c.expect(PUBACK).reason in (0x00, 0x10)
+        c.try_send(_publish_of_size(1025, "mx/t"))
+        c.expect_closed_with(0x95)
+
+
+@pytest.mark.peer_deviates("Mosquitto 2.0 sends the 201-byte packet too")
+def test_client_maximum_packet_size_boundary(broker):
+    """[MQTT-3.1.2-24]/[MQTT-3.1.2-25] the client's Maximum Packet Size bounds the whole
+    packet: a message encoding to exactly that size is sent, one byte more is not."""
+    with raw(broker, V) as sub, raw(broker, V, uid("cbp")) as pub:
+        sub.connect(uid("cbs"), props={"maximum_packet_size": 200})
+        sub.subscribe([("cb/t", 1)])
+        pk200 = _publish_of_size(200, "cb/t")
+        pk201 = _publish_of_size(201, "cb/t")
+        # The server's copy differs from the publisher's only in its packet id: same size.
+        pub.send(pk200)
+        pub.expect(PUBACK)
+        pub.send(pk201)
+        pub.expect(PUBACK)
+        pub.publish("cb/t", b"end", qos=1, pid=2)
+        m = sub.expect(PUBLISH)
+        assert m.payload == b"x" * pk200.count(b"x"), m
+        sub.ack(m)
+        assert sub.expect(PUBLISH).payload == b"end"

@@ -824,3 +824,37 @@ def test_client_maximum_packet_size_boundary(broker):
         assert m.payload == b"x" * pk200.count(b"x"), m
         sub.ack(m)
         assert sub.expect(PUBLISH).payload == b"end"
+
+
+def _raw_prop_str(pid, value: bytes):
+    return bytes([pid]) + u16(len(value)) + value
+
+
+@pytest.mark.parametrize("prop", [
+    pytest.param(_raw_prop_str(0x03, b"text/\xff"), id="content-type-ill-formed"),
+    pytest.param(_raw_prop_str(0x03, b"a\x00b"), id="content-type-nul"),
+    pytest.param(_raw_prop_str(0x08, b"resp/\xc0\x80"), id="response-topic-overlong-nul"),
+    pytest.param(_raw_prop_str(0x26, b"k\xff") + u16(1) + b"v", id="user-property-name"),
+    pytest.param(_raw_prop_str(0x26, b"k") + u16(2) + b"\xed\xa0", id="user-property-value"),
+])
+def test_ill_formed_utf8_in_publish_properties_is_malformed(broker, prop):
+    """[MQTT-1.5.4-1]/[MQTT-1.5.4-2] every UTF-8 string, properties included, must be
+    well-formed and free of U+0000: otherwise the packet is Malformed (DISCONNECT 0x81)."""
+    body = mstr("u8/t") + u16(1) + varint(len(prop)) + prop + b"payload"
+    with raw(broker, V, uid("u8")) as c:
+        c.try_send(packet(PUBLISH, 0x02, body))
+        c.expect_closed_with(0x81, required=broker.is_rampart)
+
+
+def test_ill_formed_utf8_in_disconnect_reason_string_is_malformed(broker):
+    """[MQTT-1.5.4-1] the Reason String of a client DISCONNECT is checked too: 0x81, and since
+    the DISCONNECT was not a valid normal one, the will is published."""
+    with raw(broker, V, uid("u8ds")) as sub:
+        sub.subscribe([("u8d/t", 1)])
+        with raw(broker, V, uid("u8dc"), will={"topic": "u8d/t", "payload": b"w"}) as c:
+            prop = _raw_prop_str(0x1F, b"bye\xff")
+            c.try_send(packet(DISCONNECT, 0, b"\x00" + varint(len(prop)) + prop))
+            c.expect_closed()
+        m = sub.expect(PUBLISH)
+        assert m.payload == b"w"
+        sub.ack(m)

@@ -858,3 +858,47 @@ def test_ill_formed_utf8_in_disconnect_reason_string_is_malformed(broker):
         m = sub.expect(PUBLISH)
         assert m.payload == b"w"
         sub.ack(m)
+
+
+@pytest.mark.parametrize("rap", [0, 1])
+def test_shared_subscription_retain_as_published(broker, rap):
+    """[MQTT-3.3.1-12]/[MQTT-3.3.1-13] Retain As Published applies to a shared subscription
+    like to any other: a live retained PUBLISH keeps RETAIN 1 only with RAP 1."""
+    topic = f"shrap/{uid('t')}"
+    with raw(broker, V, uid("shraps")) as sub, raw(broker, V, uid("shrapp")) as pub:
+        sub.subscribe([(f"$share/gr/{topic}", 1 | (rap << 3))], props={"subscription_identifier": 9})
+        pub.publish(topic, b"r", qos=1, retain=True)
+        m = sub.expect(PUBLISH)
+        assert (m.payload, m.retain) == (b"r", bool(rap))
+        assert m.props.all("subscription_identifier") == [9]
+        sub.ack(m)
+        pub.publish(topic, b"", qos=1, retain=True)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_shared_message_refused_by_member_is_not_sent_to_another(broker, qos):
+    """[MQTT-4.8.2-6] a shared-subscription member answering PUBACK / PUBREC with a reason
+    code of 0x80 or more makes the server discard the message: it goes to no other member,
+    also when that member's session then ends."""
+    topic = f"shr6/{qos}"
+    ids = [uid("sh6a"), uid("sh6b")]
+    members = [raw(broker, V, cid) for cid in ids]
+    try:
+        for m in members:
+            m.subscribe([(f"$share/g6/{topic}", qos), (f"{topic}/bar", 1)])
+        with raw(broker, V, uid("sh6p")) as pub:
+            pub.publish(topic, b"m0", qos=qos, pid=1)
+            ((leaving, (first,)),) = _shared_members_got(members, 1).items()
+            got = members[leaving]
+            ack = PUBACK if qos == 1 else PUBREC
+            got.send(ack_packet(ack, first.pid, reason=0x80))
+            got.ping()  # the refusal was handled
+            got.close()
+            with raw(broker, V, ids[leaving]):
+                pass
+            pub.publish(f"{topic}/bar", b"barrier", qos=1, pid=2)
+            m = members[1 - leaving].expect(PUBLISH)
+            assert m.payload == b"barrier", f"refused message sent to another member: {m!r}"
+    finally:
+        for m in members:
+            m.close()

@@ -352,3 +352,135 @@ def test_qos0_retained_publish_replaces_retained_message(broker):
             m = sub.expect(PUBLISH)
             assert (m.payload, m.qos, m.retain) == (b"q0", 0, True)
         pub.publish(topic, b"", qos=1, retain=True)
+
+
+# ---- MQTT over WebSocket (section 6) ------------------------------------------------------------
+
+class WsRaw:
+    """MQTT over a hand-driven WebSocket: the test chooses the frame boundaries."""
+
+    def __init__(self, port: int):
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(
+            b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            assert chunk, "closed during the upgrade"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.raw = b""   # undecoded WebSocket bytes
+        self.mqtt = b""  # MQTT bytes from binary frames
+        self.closed = False
+
+    def frame(self, payload: bytes, opcode: int = 0x2) -> None:
+        """One masked client frame (FIN set)."""
+        import os
+        import struct
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        else:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + body)
+
+    def _frames(self) -> None:
+        while len(self.raw) >= 2:
+            op, n, i = self.raw[0] & 0x0F, self.raw[1] & 0x7F, 2
+            if n == 126:
+                if len(self.raw) < 4:
+                    return
+                n, i = int.from_bytes(self.raw[2:4], "big"), 4
+            elif n == 127:
+                if len(self.raw) < 10:
+                    return
+                n, i = int.from_bytes(self.raw[2:10], "big"), 10
+            if len(self.raw) < i + n:
+                return
+            payload, self.raw = self.raw[i:i + n], self.raw[i + n:]
+            if op == 0x2 or op == 0x0:
+                self.mqtt += payload
+            elif op == 0x8:
+                self.closed = True
+
+    def read(self, timeout: float = 5.0):
+        """The next MQTT packet; raises EOFError once the server closed."""
+        from mqtt_raw import decode
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.mqtt) >= 2 and self.mqtt[1] < 0x80 and len(self.mqtt) >= 2 + self.mqtt[1]:
+                n = self.mqtt[1]
+                first, body, self.mqtt = self.mqtt[0], self.mqtt[2:2 + n], self.mqtt[2 + n:]
+                return decode(first >> 4, first & 0x0F, body, V)
+            if self.closed:
+                raise EOFError("WebSocket closed")
+            left = deadline - time.monotonic()
+            assert left > 0, "no packet before the deadline"
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                continue
+            self.raw += chunk
+            self._frames()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def ws_broker(broker_factory):
+    from conftest import free_port
+    from tls_fixtures import listener_toml
+    port = free_port()
+    b = broker_factory(extra_toml=listener_toml("ws", "ws", port, ws_path="/mqtt"))
+    b.ws_port = port
+    return b
+
+
+@pytest.mark.rampart_only  # the peer config has no WebSocket listener here
+def test_websocket_frames_need_not_align_with_packets(ws_broker):
+    """[MQTT-6.0.0-2] a WebSocket frame may hold part of a packet or several packets: the
+    server does not assume any alignment."""
+    c = WsRaw(ws_broker.ws_port)
+    try:
+        conn = connect_packet(uid("ws"), V)
+        c.frame(conn[:5])
+        c.frame(conn[5:] + subscribe_packet(1, [("ws/t", 0)], version=V) + pingreq_packet()[:1])
+        c.frame(pingreq_packet()[1:])
+        assert c.read().type == CONNACK
+        assert c.read().type == SUBACK
+        assert c.read().type == 13  # PINGRESP
+        pub = publish_packet("ws/t", b"framed", version=V)
+        for i in range(len(pub)):
+            c.frame(pub[i:i + 1])
+        m = c.read()
+        assert (m.type, m.payload) == (PUBLISH, b"framed")
+    finally:
+        c.close()
+
+
+@pytest.mark.rampart_only
+def test_websocket_text_frame_closes_the_connection(ws_broker):
+    """[MQTT-6.0.0-1] MQTT travels in binary frames only: a text frame closes the
+    connection."""
+    c = WsRaw(ws_broker.ws_port)
+    try:
+        c.frame(connect_packet(uid("wst"), V))
+        assert c.read().type == CONNACK
+        # A valid PUBLISH whose bytes are valid UTF-8 too: only the frame type is wrong.
+        c.frame(publish_packet("ws/a", b"x", version=V), opcode=0x1)
+        with pytest.raises(EOFError):
+            c.read()
+    finally:
+        c.close()

@@ -252,32 +252,40 @@ struct Conn {
     send_window: usize,
     /// The client's Maximum Packet Size: larger messages are dropped for it ([MQTT-3.1.2-25]).
     client_max_packet: u32,
-    /// Inbound topic aliases; at most `topic_alias_maximum` entries ([MQTT-3.3.2-9]).
-    aliases: HashMap<u16, ByteString>,
-    /// Boxed: most clients have none, and a will with its properties is large.
-    will: Option<Box<Will>>,
-    will_delay: u32,
     counts: crate::metrics::LocalCounts,
     batch: Vec<Delivery>,
+    /// Authorization with its decision cache; `None` in open development mode.
+    authz: Option<rampart_auth::ClientAuthz>,
+    /// The client id belongs to this identity while the connection lives.
+    _claim: Option<rampart_auth::ClientIdClaim>,
+    /// Publish message and byte rates (issue 6).
+    limiter: crate::limits::PublishLimiter,
+    /// What most connections never use, created on first use: every byte of `Conn` is paid
+    /// by every idle connection (see `size_tests`).
+    rare: Option<Box<Rare>>,
+    /// Re-authentication state and awaited authorization decisions; `None` for most
+    /// connections.
+    auth_ext: Option<Box<AuthExt>>,
+}
+
+/// The parts of a connection that most connections never need (see `Conn::rare`).
+#[derive(Default)]
+struct Rare {
+    /// Inbound topic aliases; at most `topic_alias_maximum` entries ([MQTT-3.3.2-9]).
+    aliases: HashMap<u16, ByteString>,
+    /// Boxed: a will with its properties is large, and a connection may need `Rare` without one.
+    will: Option<Box<Will>>,
+    will_delay: u32,
     /// Output that must wait for a store commit (acknowledgements of persisted messages,
     /// PUBLISH of QoS 2 messages whose packet id is being persisted), in order. An entry
     /// without a commit is ready as soon as everything before it is.
     gated: VecDeque<(Option<Commit>, Gated)>,
     /// A newcomer with our client id waits on this until we have detached.
     takeover_done: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Authorization with its decision cache; `None` in open development mode.
-    authz: Option<rampart_auth::ClientAuthz>,
-    /// The client id belongs to this identity while the connection lives.
-    _claim: Option<rampart_auth::ClientIdClaim>,
     /// When the credential (a JWT's `exp`) runs out: the client is disconnected then.
     credential_expiry: Option<Instant>,
-    /// Publish message and byte rates (issue 6).
-    limiter: crate::limits::PublishLimiter,
     /// Back-pressure: no reads from this client before this instant.
     read_paused_until: Option<Instant>,
-    /// Re-authentication state and awaited authorization decisions; `None` for most
-    /// connections.
-    auth_ext: Option<Box<AuthExt>>,
 }
 
 /// Work held until a store commit resolves.
@@ -617,14 +625,9 @@ impl Conn {
                     .max(1),
             ),
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
-            aliases: HashMap::new(),
-            will: c.will.map(Box::new),
-            will_delay,
             counts: Default::default(),
             batch: Vec::new(),
-            gated: VecDeque::new(),
-            takeover_done: None,
-            credential_expiry: expiry_instant(admitted.identity.expires_at),
+            rare: None,
             auth_ext: admitted.identity.auth_method.is_some().then(|| {
                 Box::new(AuthExt {
                     info: Some(info.clone()),
@@ -634,8 +637,16 @@ impl Conn {
             authz: admitted.authz,
             _claim: admitted.claim,
             limiter: router.limits.publish_limiter(Instant::now()),
-            read_paused_until: None,
         };
+        let credential_expiry = expiry_instant(admitted.identity.expires_at);
+        if c.will.is_some() || credential_expiry.is_some() {
+            conn.rare = Some(Box::new(Rare {
+                will: c.will.map(Box::new),
+                will_delay,
+                credential_expiry,
+                ..Rare::default()
+            }));
+        }
         conn.router.commit_detached(conn.session_batch(false));
         conn.send(&connack(session_present, ReasonCode::Success, props));
         debug!(client_id = %conn.state.client_id, %peer, protocol = ?v, session_present, "connected");
@@ -650,6 +661,19 @@ impl Conn {
         self.version.is_v5()
     }
 
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// True while output waits for a store commit.
+    fn gating(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.gated.is_empty())
+    }
+
+    fn will_delay(&self) -> u32 {
+        self.rare.as_ref().map_or(0, |r| r.will_delay)
+    }
+
     fn send(&mut self, p: &Packet) {
         if encode(p, self.version, &mut self.out).is_ok() {
             self.counts.messages_sent += 1;
@@ -658,14 +682,14 @@ impl Conn {
 
     /// Queue `p` behind any gated output; `commit`, if any, must resolve first.
     fn emit(&mut self, p: &Packet, commit: Option<Commit>) {
-        if commit.is_none() && self.gated.is_empty() {
+        if commit.is_none() && !self.gating() {
             self.send(p);
             return;
         }
         let mut seg = BytesMut::new();
         if encode(p, self.version, &mut seg).is_ok() {
             self.counts.messages_sent += 1;
-            self.gated.push_back((commit, Gated::Out(seg)));
+            self.rare().gated.push_back((commit, Gated::Out(seg)));
         }
     }
 
@@ -692,8 +716,8 @@ impl Conn {
         if self.persistent() {
             b.put_session(crate::persist::session_record(
                 &self.state,
-                self.will.as_deref(),
-                self.will_delay,
+                self.rare.as_ref().and_then(|r| r.will.as_deref()),
+                self.will_delay(),
                 disconnected,
             ));
         }
@@ -791,7 +815,11 @@ impl Conn {
     /// Move deliveries from the session queue to the write buffer, within the client's
     /// receive maximum for QoS 1/2 ([MQTT-3.3.4-9]) and the write high-water mark.
     fn drain_queue(&mut self) {
-        if self.gated.len() >= MAX_GATED {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.gated.len() >= MAX_GATED)
+        {
             return;
         }
         // The clock is read only if a message carries an expiry.
@@ -859,10 +887,10 @@ impl Conn {
             }
             self.batch = batch;
             let commit = self.router.commit(store_ops);
-            if commit.is_some() || !self.gated.is_empty() {
+            if commit.is_some() || self.gating() {
                 let seg = self.out.split_off(start);
                 if !seg.is_empty() {
-                    self.gated.push_back((commit, Gated::Out(seg)));
+                    self.rare().gated.push_back((commit, Gated::Out(seg)));
                 }
                 // Later deliveries queue behind this segment: keep them in the session queue.
                 return;
@@ -878,7 +906,6 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let session = self.session.clone();
         // Re-armed lazily: the keep-alive deadline moves with every packet, but the timer is
         // only moved when it fires (a timer-wheel update per packet would cost more).
         let mut idle_at = self.idle_limit.map(|d| self.last_rx + d);
@@ -914,7 +941,7 @@ impl Conn {
                         _ => break,
                     }
                     if let Err(close) = self.on_readable(&mut *rbuf) {
-                        self.takeover_done = Some(done);
+                        self.rare().takeover_done = Some(done);
                         return close;
                     }
                 }
@@ -932,12 +959,17 @@ impl Conn {
                 *rbuf = BytesMut::new();
             }
             let writing = !self.out.is_empty();
-            let gating = !self.gated.is_empty();
-            let paused = self.read_paused_until.filter(|t| *t > Instant::now());
-            if paused.is_none() {
-                self.read_paused_until = None;
+            let gating = self.gating();
+            let mut credential_expiry = None;
+            let mut paused = None;
+            if let Some(r) = self.rare.as_mut() {
+                credential_expiry = r.credential_expiry;
+                paused = r.read_paused_until.filter(|t| *t > Instant::now());
+                if paused.is_none() {
+                    r.read_paused_until = None;
+                }
             }
-            let want = [idle_at, self.credential_expiry, paused]
+            let want = [idle_at, credential_expiry, paused]
                 .into_iter()
                 .flatten()
                 .min();
@@ -951,40 +983,43 @@ impl Conn {
             let flushing = needs_flush && !writing;
             // While a handler awaits a decision, later packets wait unread (packet order).
             let pending = self.is_pending();
-            let notified = session.notify.notified();
-            tokio::pin!(notified);
+            let reading = paused.is_none() && !pending;
+            let timing = armed.is_some();
+            // The closure moves in copies and one reference per object: it lives across the
+            // await, so each capture is paid by every idle connection.
+            let (this, sock, buf, mut alarm) = (&mut *self, &mut *io, &mut *rbuf, timer.as_mut());
             // Branches in priority order, as a biased select: output first, then input.
-            let wake = std::future::poll_fn(|cx| {
+            let wake = std::future::poll_fn(move |cx| {
                 if writing {
-                    if let Poll::Ready(r) = Pin::new(&mut *io).poll_write(cx, &self.out) {
+                    if let Poll::Ready(r) = Pin::new(&mut *sock).poll_write(cx, &this.out) {
                         return Poll::Ready(Wake::Wrote(r));
                     }
                 } else if flushing {
-                    if let Poll::Ready(r) = Pin::new(&mut *io).poll_flush(cx) {
+                    if let Poll::Ready(r) = Pin::new(&mut *sock).poll_flush(cx) {
                         return Poll::Ready(Wake::Flushed(r));
                     }
                 }
-                if paused.is_none() && !pending {
-                    if let Poll::Ready(r) = read_some(&mut *io, cx, &mut *rbuf, read_size) {
+                if reading {
+                    if let Poll::Ready(r) = read_some(&mut *sock, cx, &mut *buf, read_size) {
                         return Poll::Ready(Wake::Read(r));
                     }
                 }
-                if gating {
-                    if let Poll::Ready(r) = poll_gate(&mut self.gated, cx) {
+                if let (true, Some(rare)) = (gating, this.rare.as_mut()) {
+                    if let Poll::Ready(r) = poll_gate(&mut rare.gated, cx) {
                         return Poll::Ready(Wake::Gate(r));
                     }
                 }
                 if pending {
                     if let Poll::Ready(done) =
-                        crate::admission::poll_pending_done(&mut self.auth_ext, cx)
+                        crate::admission::poll_pending_done(&mut this.auth_ext, cx)
                     {
                         return Poll::Ready(Wake::Decided(done));
                     }
                 }
-                if notified.as_mut().poll(cx).is_ready() {
+                if this.session.poll_woken(cx).is_ready() {
                     return Poll::Ready(Wake::Notified);
                 }
-                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                if timing && alarm.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
                 }
                 Poll::Pending
@@ -1028,13 +1063,16 @@ impl Conn {
                 Wake::Gate(Ok(())) => {
                     // The front entry is ready (its commit resolved, or it had none);
                     // release it and the commit-free entries right behind it.
-                    if let Some((_, g)) = self.gated.pop_front() {
-                        self.release(g);
-                    }
-                    while matches!(self.gated.front(), Some((None, _))) {
-                        if let Some((_, g)) = self.gated.pop_front() {
-                            self.release(g);
+                    let mut first = true;
+                    while let Some(rare) = self.rare.as_mut() {
+                        if !first && !matches!(rare.gated.front(), Some((None, _))) {
+                            break;
                         }
+                        let Some((_, g)) = rare.gated.pop_front() else {
+                            break;
+                        };
+                        first = false;
+                        self.release(g);
                     }
                 }
                 Wake::Gate(Err(e)) => {
@@ -1055,7 +1093,7 @@ impl Conn {
                 Wake::Timer => {
                     armed = None;
                     let now = Instant::now();
-                    if self.credential_expiry.is_some_and(|t| t <= now) {
+                    if credential_expiry.is_some_and(|t| t <= now) {
                         info!(client_id = %self.state.client_id, "credential expired: disconnecting");
                         return Close::Server(ReasonCode::NotAuthorized, "credential expired");
                     }
@@ -1250,7 +1288,7 @@ impl Conn {
             crate::limits::RateVerdict::Allow => {}
             crate::limits::RateVerdict::Wait(d) => {
                 // Back-pressure: this message goes through, further reads wait.
-                self.read_paused_until = Some(Instant::now() + d);
+                self.rare().read_paused_until = Some(Instant::now() + d);
             }
             crate::limits::RateVerdict::Disconnect => {
                 return Err(Close::Server(
@@ -1284,7 +1322,7 @@ impl Conn {
                 ));
             }
             if p.topic.is_empty() {
-                match self.aliases.get(&alias) {
+                match self.rare.as_ref().and_then(|r| r.aliases.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => {
                         return Err(Close::Server(
@@ -1294,7 +1332,7 @@ impl Conn {
                     }
                 }
             } else {
-                self.aliases.insert(alias, p.topic.clone());
+                self.rare().aliases.insert(alias, p.topic.clone());
             }
         } else if p.topic.is_empty() {
             return Err(Close::Server(ReasonCode::ProtocolError, "[MQTT-3.3.2-1]"));
@@ -1421,7 +1459,7 @@ impl Conn {
         // persistent copy is on disk.
         let commit = self.router.commit(ctx.batch);
         let deferred = ctx.deferred.take().unwrap_or_default();
-        if commit.is_none() && self.gated.is_empty() {
+        if commit.is_none() && !self.gating() {
             self.router.release(deferred);
             self.ack_publish(p.qos, p.packet_id, reason);
             return Ok(());
@@ -1445,7 +1483,8 @@ impl Conn {
             let _ = encode(&pkt, self.version, &mut b);
             b
         });
-        self.gated
+        self.rare()
+            .gated
             .push_back((commit, Gated::Route { deferred, ack }));
         Ok(())
     }
@@ -1730,7 +1769,12 @@ impl Conn {
             // Re-authentication renews the credential; it does not change who the client
             // is (the client id and the session belong to that identity).
             rampart_auth::AuthResult::Allow(a) if a.identity.same_principal(authz.identity()) => {
-                self.credential_expiry = expiry_instant(a.identity.expires_at);
+                let expiry = expiry_instant(a.identity.expires_at);
+                if expiry.is_some() || self.rare.is_some() {
+                    self.rare
+                        .get_or_insert_with(Default::default)
+                        .credential_expiry = expiry;
+                }
                 authz.set_identity(a.identity);
                 let p = crate::admission::auth_packet(ReasonCode::Success, &method, a.auth_data);
                 self.emit(&p, None);
@@ -1822,7 +1866,7 @@ impl Conn {
 
     /// Tell the client why (v5), flush, handle the will and detach the session.
     async fn finish<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
-        let done = self.takeover_done.take();
+        let done = self.rare.as_mut().and_then(|r| r.takeover_done.take());
         let session = self.session.clone();
         let conn_id = self.conn_id;
         self.finish_inner(close, wr).await;
@@ -1846,7 +1890,7 @@ impl Conn {
             }
             Close::TakenOver { session_ends } => (
                 Some(ReasonCode::SessionTakenOver),
-                *session_ends || self.will_delay == 0,
+                *session_ends || self.will_delay() == 0,
                 true,
             ),
             Close::Shutdown => (Some(ReasonCode::ServerShuttingDown), false, false),
@@ -1871,7 +1915,8 @@ impl Conn {
         // Publishes received on this connection whose store commit was pending are routed
         // anyway: their copies are (or are about to be) on disk, and the publisher will learn
         // nothing either way; dropping them would lose them until the next restart.
-        for (commit, g) in std::mem::take(&mut self.gated) {
+        let gated = self.rare.as_mut().map(|r| std::mem::take(&mut r.gated));
+        for (commit, g) in gated.into_iter().flatten() {
             if let Gated::Route { deferred, .. } = g {
                 if let Some(c) = commit {
                     let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
@@ -1881,7 +1926,7 @@ impl Conn {
         }
 
         let will = if will_ok {
-            self.will.take().map(|w| *w)
+            self.rare.as_mut().and_then(|r| r.will.take()).map(|w| *w)
         } else {
             None
         };
@@ -1902,7 +1947,7 @@ impl Conn {
         session.online.store(false, Ordering::Relaxed);
         let generation = slot.generation;
         let ends_now = expiry == 0;
-        let will_now = publish_will_now || (will.is_some() && (ends_now || self.will_delay == 0));
+        let will_now = publish_will_now || (will.is_some() && (ends_now || self.will_delay() == 0));
         if ends_now {
             let state = std::mem::replace(
                 &mut self.state,
@@ -1925,7 +1970,7 @@ impl Conn {
                 b.put_session(crate::persist::session_record(
                     &self.state,
                     if will_now { None } else { will.as_ref() },
-                    self.will_delay,
+                    self.will_delay(),
                     true,
                 ));
                 self.router.commit_detached(b);
@@ -1946,7 +1991,7 @@ impl Conn {
             if will_now {
                 self.router.publish_will(&session.client_id, w);
             } else {
-                let delay = self.will_delay.min(expiry);
+                let delay = self.will_delay().min(expiry);
                 crate::timers::schedule_will(&self.router, &session, generation, delay, w);
             }
         }
@@ -2078,7 +2123,35 @@ mod size_tests {
             std::mem::size_of::<F>()
         }
         let size = returned_size(super::run_connection::<tokio::io::DuplexStream, ()>);
-        assert!(size <= 1152, "connection task future is {size} bytes");
-        assert!(std::mem::size_of::<super::Conn>() <= 640);
+        assert!(size <= 784, "connection task future is {size} bytes");
+        // The task of a plain TCP connection as the listener spawns it. tokio allocates the
+        // future with about 104 bytes of task header and trailer, rounded up to 128 bytes:
+        // up to 920 bytes of future, the task takes 1024.
+        type Hold = (
+            (
+                crate::listener::ConnGuard,
+                crate::listener::ConnGuard,
+                crate::limits::AdmitGuard,
+            ),
+            Option<Box<crate::limits::AdmitGuard>>,
+        );
+        let tcp = returned_size(
+            super::run_connection::<crate::transport::Prefixed<tokio::net::TcpStream>, Hold>,
+        );
+        assert!(
+            tcp <= 920,
+            "plain TCP connection task future is {tcp} bytes"
+        );
+        let conn = std::mem::size_of::<super::Conn>();
+        assert!(conn <= 416, "Conn is {conn} bytes");
+    }
+
+    /// Every session pays for these while idle (and offline sessions for `SessionState`).
+    #[test]
+    fn session_structs_stay_small() {
+        let shared = std::mem::size_of::<crate::session::SessionShared>();
+        assert!(shared <= 208, "SessionShared is {shared} bytes");
+        let state = std::mem::size_of::<crate::session::SessionState>();
+        assert!(state <= 144, "SessionState is {state} bytes");
     }
 }

@@ -239,8 +239,9 @@ async fn connection<G: Send + 'static>(
             }
         }
     }
-    // The client's slots go with the connection to its own task.
-    let hold = (hold, client_slots);
+    // The client's slots go with the connection to its own task; boxed, since most
+    // connections have none and the task carries `hold` for its whole life.
+    let hold = (hold, client_slots.map(Box::new));
     let stream = Prefixed::new(prefix, stream);
     let info = ConnInfo {
         peer: client,

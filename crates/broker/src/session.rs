@@ -8,12 +8,13 @@
 //!   so that the store can persist it and a cluster can move it.
 
 use crate::message::Delivery;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use rampart_codec::{ProtocolVersion, SubscriptionOptions};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Notify;
+use std::task::{Context, Poll};
 
 /// Why a queue refused a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,12 @@ pub struct Slot {
 pub struct SessionShared {
     pub client_id: Arc<str>,
     pub queue: Mutex<Queue>,
-    pub notify: Notify,
+    /// The attached connection's task, woken by `wake`. One waiter at most (the attached
+    /// connection), so a waker slot and a flag do what a `Notify` would, and the connection
+    /// keeps no `Notified` future while idle.
+    waker: AtomicWaker,
+    /// Set by `wake`, taken by `poll_woken`: a wake before the task parks is not lost.
+    woken: AtomicBool,
     /// True while a connection is attached; offline sessions do not queue QoS 0.
     pub online: AtomicBool,
     /// Set with `Slot::request`, so the connection checks the slot only when needed.
@@ -96,7 +102,8 @@ impl SessionShared {
         SessionShared {
             client_id,
             queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             online: AtomicBool::new(false),
             request_pending: AtomicBool::new(false),
             slot: Mutex::new(Slot::default()),
@@ -108,11 +115,31 @@ impl SessionShared {
         }
     }
 
+    /// Wake the attached connection's task (or the next one to poll, if none is parked).
+    pub fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once `wake` has been called since the last time this returned ready. The flag is
+    /// checked again after registering, so a wake racing with the registration is seen.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.woken.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Post a request to the attached connection `conn_id` and wake it.
     pub fn post(&self, slot: &mut Slot, conn_id: u64, c: Control) {
         slot.request = Some((conn_id, c));
         self.request_pending.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// The request posted for connection `conn_id`, if any.
@@ -162,7 +189,7 @@ impl SessionShared {
             q.bytes += cost;
             q.items.push_back(d);
         }
-        self.notify.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -173,7 +200,7 @@ impl SessionShared {
             q.bytes += d.msg.cost();
             q.items.push_front(d);
         }
-        self.notify.notify_one();
+        self.wake();
     }
 
     pub fn clear_queue(&self) -> Vec<Delivery> {
@@ -207,8 +234,9 @@ pub struct SessionState {
     pub protocol: ProtocolVersion,
     /// Seconds; 0 ends the session with the connection; u32::MAX never expires.
     pub expiry_interval: u32,
-    /// Key: (share group, filter) as subscribed.
-    pub subscriptions: HashMap<(Option<Arc<str>>, Arc<str>), SubRecord>,
+    /// Key: (share group, filter) as subscribed. Ordered maps here and below: they carry no
+    /// per-session hasher state (16 bytes each, for every idle session) and are small.
+    pub subscriptions: BTreeMap<(Option<Arc<str>>, Arc<str>), SubRecord>,
     /// Ordered by packet id allocation order is not needed: resend order is by insertion,
     /// tracked with `outbound_order`.
     pub outbound: BTreeMap<u16, OutFlight>,
@@ -216,7 +244,7 @@ pub struct SessionState {
     pub outbound_order: VecDeque<u16>,
     /// Inbound QoS 2 packet ids whose PUBREC was sent and whose PUBREL has not arrived: a
     /// re-sent PUBLISH with one of these ids is not routed again (exactly once).
-    pub inbound_qos2: HashSet<u16>,
+    pub inbound_qos2: BTreeSet<u16>,
     pub next_packet_id: u16,
     /// The identity that owns the session (`rampart_auth::Identity::owner_key`): while the
     /// session is offline, another identity may not take it over. `None`: created in open
@@ -231,10 +259,10 @@ impl SessionState {
             client_id,
             protocol,
             expiry_interval,
-            subscriptions: HashMap::new(),
+            subscriptions: BTreeMap::new(),
             outbound: BTreeMap::new(),
             outbound_order: VecDeque::new(),
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: BTreeSet::new(),
             next_packet_id: 1,
             owner: None,
         }
@@ -346,7 +374,7 @@ impl Registry {
         self.closing.store(true, Ordering::SeqCst);
         for shard in &self.shards {
             for s in shard.lock().values() {
-                s.notify.notify_one();
+                s.wake();
             }
         }
     }

@@ -484,3 +484,21 @@ def test_websocket_text_frame_closes_the_connection(ws_broker):
             c.read()
     finally:
         c.close()
+
+
+@pytest.mark.rampart_only
+def test_websocket_control_frames_between_packets(ws_broker):
+    """6.0 / RFC 6455: WebSocket ping frames between (and inside) MQTT packets are answered
+    by the WebSocket layer and do not disturb the MQTT stream."""
+    c = WsRaw(ws_broker.ws_port)
+    try:
+        conn = connect_packet(uid("wsp"), V)
+        c.frame(conn[:3])
+        c.frame(b"hi", opcode=0x9)  # ping in the middle of CONNECT
+        c.frame(conn[3:])
+        assert c.read().type == CONNACK
+        c.frame(b"", opcode=0x9)
+        c.frame(pingreq_packet())
+        assert c.read().type == 13
+    finally:
+        c.close()

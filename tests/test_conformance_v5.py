@@ -11,7 +11,7 @@ import pytest
 
 from mqtt_client import unique_id
 from mqtt_raw import (AUTH, CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL,
-                      RC_PROTOCOL_ERROR, RC_TOPIC_ALIAS_INVALID, RawClient, ack_packet,
+                      RC_PROTOCOL_ERROR, RC_TOPIC_ALIAS_INVALID, Closed, RawClient, ack_packet,
                       connect_packet, encode_props, mstr, packet, publish_packet, raw,
                       UNSUBACK, subscribe_packet, u16, unsubscribe_packet, varint)
 
@@ -28,7 +28,7 @@ def connack_of(broker, data: bytes):
         c.send(data)
         try:
             ack = c.read()
-        except Exception:  # noqa: BLE001 - closed without CONNACK is a valid refusal
+        except Closed:  # closed without CONNACK: a valid refusal
             return None
         if ack.type != CONNACK:
             raise AssertionError(f"expected CONNACK, got {ack!r}")
@@ -866,7 +866,8 @@ def test_shared_subscription_retain_as_published(broker, rap):
     like to any other: a live retained PUBLISH keeps RETAIN 1 only with RAP 1."""
     topic = f"shrap/{uid('t')}"
     with raw(broker, V, uid("shraps")) as sub, raw(broker, V, uid("shrapp")) as pub:
-        sub.subscribe([(f"$share/gr/{topic}", 1 | (rap << 3))], props={"subscription_identifier": 9})
+        sub.subscribe([(f"$share/gr/{topic}", 1 | (rap << 3))],
+                      props={"subscription_identifier": 9})
         pub.publish(topic, b"r", qos=1, retain=True)
         m = sub.expect(PUBLISH)
         assert (m.payload, m.retain) == (b"r", bool(rap))

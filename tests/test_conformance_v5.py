@@ -903,3 +903,26 @@ def test_shared_message_refused_by_member_is_not_sent_to_another(broker, qos):
     finally:
         for m in members:
             m.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redb"])
+def test_mixed_qos_from_one_publisher_keep_their_order(broker_factory, backend):
+    """[MQTT-4.6.0-5]/[MQTT-4.6.0-6] the server forwards the messages of a topic in the order
+    it received them, also when some wait for the store (QoS 1 to a persistent session) and
+    others do not (QoS 0)."""
+    b = broker_factory(storage={"backend": backend})
+    cid = uid("ord")
+    with raw(b, V) as sub, raw(b, V, uid("ordp")) as pub:
+        sub.connect(cid, clean=True, props={"session_expiry_interval": 60})
+        sub.subscribe([("mixo/t", 1)])
+        seq = [(i, [1, 0, 1, 0, 0, 1][i % 6]) for i in range(30)]
+        data = b"".join(publish_packet("mixo/t", b"%d" % i, qos=q, pid=i + 1)
+                        for i, q in seq)
+        pub.send(data)
+        got = []
+        while len(got) < len(seq):
+            m = sub.expect(PUBLISH)
+            sub.ack(m)
+            got.append(int(m.payload))
+        assert got == list(range(30)), got
+        sub.disconnect(0, {"session_expiry_interval": 0})

@@ -376,6 +376,15 @@ pub struct TlsClient {
 /// source addresses over 127.0.0.x so that tens of thousands of connections do not exhaust the
 /// ephemeral ports of one source address).
 pub async fn tcp_connect(addr: SocketAddr, local: Option<std::net::IpAddr>) -> Result<TcpStream> {
+    let s = tcp_connect_plain(addr, local).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// [`tcp_connect`] without TCP_NODELAY, for connections that write one packet and then only
+/// read: Nagle's algorithm never holds back a connection's first segment, so the option would
+/// only cost a system call per connection.
+async fn tcp_connect_plain(addr: SocketAddr, local: Option<std::net::IpAddr>) -> Result<TcpStream> {
     let sock = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -389,7 +398,6 @@ pub async fn tcp_connect(addr: SocketAddr, local: Option<std::net::IpAddr>) -> R
         .connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
-    s.set_nodelay(true)?;
     Ok(s)
 }
 
@@ -527,7 +535,7 @@ pub async fn connect_bare(
     timeout: Duration,
 ) -> Result<TcpStream> {
     let fut = async {
-        let mut s = tcp_connect(addr, local).await?;
+        let mut s = tcp_connect_plain(addr, local).await?;
         s.write_all(connect).await?;
         read_connack(&mut s).await.map(|()| s)
     };

@@ -293,7 +293,11 @@ impl SessionState {
 
 /// All sessions by client id, sharded so that connects on different cores rarely contend.
 pub struct Registry {
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<SessionShared>>>>,
+    /// Each shard's map has its own random aHash keys: independent of the shard choice (keys
+    /// that share a shard would otherwise share their low hash bits and crowd the same
+    /// buckets), and far cheaper than SipHash on the CONNECT path, where it re-hashed every
+    /// client id whenever a shard grew.
+    shards: Vec<Mutex<ShardMap>>,
     /// Randomly seeded per process, so that chosen client ids cannot pile into one shard.
     hasher: ahash::RandomState,
     pub next_conn_id: AtomicU64,
@@ -305,11 +309,13 @@ pub struct Registry {
 
 const REGISTRY_SHARDS: usize = 64;
 
+type ShardMap = HashMap<Arc<str>, Arc<SessionShared>, ahash::RandomState>;
+
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             shards: (0..REGISTRY_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(ShardMap::with_hasher(ahash::RandomState::new())))
                 .collect(),
             hasher: ahash::RandomState::new(),
             next_conn_id: AtomicU64::new(1),
@@ -319,7 +325,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn shard(&self, id: &str) -> &Mutex<HashMap<Arc<str>, Arc<SessionShared>>> {
+    fn shard(&self, id: &str) -> &Mutex<ShardMap> {
         let h = self.hasher.hash_one(id);
         &self.shards[(h as usize) % REGISTRY_SHARDS]
     }

@@ -192,9 +192,15 @@ def test_zero_byte_retained_publish_is_delivered_and_clears(broker):
 def test_retained_will(broker):
     """[MQTT-3.1.2-17] a will with Will Retain 1 is published as a retained message."""
     topic = f"rw/{uid('t')}"
+    watcher = raw(broker, V, uid("rww"))
+    watcher.subscribe([(topic, 1)])
     c = raw(broker, V, uid("rwc"), will={"topic": topic, "payload": b"bye", "qos": 1,
                                          "retain": True})
     c.close()  # abnormal: the will is published
+    live = watcher.expect(PUBLISH)  # published (and so retained) by now
+    assert live.payload == b"bye"
+    watcher.ack(live)
+    watcher.close()
     with raw(broker, V, uid("rws")) as sub:
         sub.subscribe([(topic, 1)])
         m = sub.expect(PUBLISH)

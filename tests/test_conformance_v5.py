@@ -926,3 +926,33 @@ def test_mixed_qos_from_one_publisher_keep_their_order(broker_factory, backend):
             got.append(int(m.payload))
         assert got == list(range(30)), got
         sub.disconnect(0, {"session_expiry_interval": 0})
+
+
+@pytest.mark.rampart_only  # restarts the broker with its store
+@pytest.mark.parametrize("delay", [0, 1])
+def test_will_published_when_the_server_shuts_down(broker_factory, delay):
+    """[MQTT-3.1.2-8] the server closing the connection (here: a graceful shutdown, DISCONNECT
+    0x8B) does not discard the will: a persistent subscriber gets it (after the restart, once
+    the Will Delay Interval has passed, for a session that outlives the shutdown)."""
+    b = broker_factory(storage={"backend": "redb"})
+    with raw(b, V) as sub:
+        sub.connect("wsd-sub", clean=False, props={"session_expiry_interval": 300})
+        sub.subscribe([("wsd/t", 1)])
+        sub.disconnect()
+    c = raw(b, V)
+    c.connect("wsd-c", clean=False,
+              props={"session_expiry_interval": 300 if delay else 0},
+              will={"topic": "wsd/t", "payload": b"bye", "qos": 1,
+                    "props": {"will_delay_interval": delay}})
+    try:
+        b.stop()
+        c.expect_closed_with(0x8B)
+    finally:
+        c.close()
+    b.start()
+    with raw(b, V) as sub:
+        assert sub.connect("wsd-sub", clean=False).session_present
+        m = sub.expect(PUBLISH, timeout=5 + delay)
+        assert m.payload == b"bye"
+        sub.ack(m)
+        sub.disconnect(0, {"session_expiry_interval": 0})

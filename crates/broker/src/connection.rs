@@ -1893,7 +1893,10 @@ impl Conn {
                 *session_ends || self.will_delay() == 0,
                 true,
             ),
-            Close::Shutdown => (Some(ReasonCode::ServerShuttingDown), false, false),
+            // The server closes the connection, so the will stands ([MQTT-3.1.2-8]): published
+            // now if the session ends or has no delay, else kept in the session's record and
+            // published after the restart.
+            Close::Shutdown => (Some(ReasonCode::ServerShuttingDown), false, true),
         };
         if let Some(code) = server_reason {
             if v5 {

@@ -956,3 +956,42 @@ def test_will_published_when_the_server_shuts_down(broker_factory, delay):
         assert m.payload == b"bye"
         sub.ack(m)
         sub.disconnect(0, {"session_expiry_interval": 0})
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_resend_on_reconnect_respects_a_lower_receive_maximum(broker, qos):
+    """[MQTT-4.4.0-1] with [MQTT-3.3.4-9]: unacknowledged PUBLISHes are re-sent on reconnect
+    in their order, but never more at once than the client's new Receive Maximum; each
+    acknowledgement lets the next one (then the queued ones) go."""
+    cid = uid("rrm")
+    with raw(broker, V) as sub, raw(broker, V, uid("rrmp")) as pub:
+        sub.connect(cid, clean=False, props={"session_expiry_interval": 60,
+                                             "receive_maximum": 10})
+        sub.subscribe([("rrm/t", qos)])
+        for i in range(6):
+            pub.publish("rrm/t", b"%d" % i, qos=qos, pid=i + 1)
+        first = [sub.expect(PUBLISH) for _ in range(6)]
+        assert [int(m.payload) for m in first] == list(range(6))
+        sub.close()  # none acknowledged
+        with raw(broker, V) as again:
+            assert again.connect(cid, clean=False,
+                                 props={"receive_maximum": 2}).session_present
+            pub.publish("rrm/t", b"6", qos=qos, pid=7)  # queued behind the re-sends
+            window = [again.expect(PUBLISH) for _ in range(2)]
+            got = [int(m.payload) for m in window]
+            assert all(m.dup for m in window)
+            # Nothing else may come now (a quiet period: there is nothing to wait for).
+            assert again.is_open(0.3) and not again.buf, "more than Receive Maximum re-sent"
+            while len(got) < 7:
+                oldest = window.pop(0)
+                again.ack(oldest)
+                if qos == 2:
+                    again.finish()
+                m = again.expect(PUBLISH)
+                window.append(m)
+                got.append(int(m.payload))
+            assert got == list(range(7)), got
+            for m in window:
+                again.ack(m)
+            again.finish()
+            again.disconnect(0, {"session_expiry_interval": 0})

@@ -286,6 +286,10 @@ struct Rare {
     credential_expiry: Option<Instant>,
     /// Back-pressure: no reads from this client before this instant.
     read_paused_until: Option<Instant>,
+    /// Packet ids of unacknowledged PUBLISHes of a resumed session not re-sent yet, in their
+    /// order: they go out as acknowledgements open the client's Receive Maximum window
+    /// ([MQTT-3.3.4-9]). At most the session's in-flight limit, 2 bytes each.
+    resend: VecDeque<u16>,
 }
 
 /// Work held until a store commit resolves.
@@ -732,18 +736,64 @@ impl Conn {
         }
     }
 
+    /// Re-send the session's unacknowledged packets in their order ([MQTT-4.4.0-1]): every
+    /// PUBREL, and as many PUBLISHes as the client's Receive Maximum leaves room for (QoS 2
+    /// messages awaiting PUBCOMP count); the rest follow from `resend_backlog`.
     fn resend_inflight(&mut self) {
         let ids: Vec<u16> = self.state.outbound_order.iter().copied().collect();
+        let released = self
+            .state
+            .outbound
+            .values()
+            .filter(|f| matches!(f, OutFlight::Released { .. }))
+            .count();
+        let mut room = self.send_window.saturating_sub(released);
         for id in ids {
             match self.state.outbound.get(&id).cloned() {
+                Some(OutFlight::Publish(_)) if room == 0 => self.rare().resend.push_back(id),
                 Some(OutFlight::Publish(d)) => {
-                    self.write_publish(&d, id, true, Some(Instant::now()));
+                    room -= 1;
+                    self.resend_publish(id, &d);
                 }
                 Some(OutFlight::Released { .. }) => {
                     self.send(&pubrel(id, ReasonCode::Success));
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Re-send held-back PUBLISHes while the client's window has room: the ones it
+    /// acknowledged meanwhile (received on an earlier connection) are skipped.
+    fn resend_backlog(&mut self) {
+        let Some(r) = self.rare.as_mut() else {
+            return;
+        };
+        if r.resend.is_empty() {
+            return;
+        }
+        let outbound = &self.state.outbound;
+        r.resend.retain(|id| outbound.contains_key(id));
+        loop {
+            let held = self.rare.as_ref().map_or(0, |r| r.resend.len());
+            if held == 0 || self.state.outbound.len() - held >= self.send_window {
+                return;
+            }
+            let Some(id) = self.rare.as_mut().and_then(|r| r.resend.pop_front()) else {
+                return;
+            };
+            if let Some(OutFlight::Publish(d)) = self.state.outbound.get(&id).cloned() {
+                self.resend_publish(id, &d);
+            }
+        }
+    }
+
+    /// One re-sent PUBLISH, with DUP; a message now too large for the client is dropped as if
+    /// delivered ([MQTT-3.1.2-25]) instead of occupying the window for ever.
+    fn resend_publish(&mut self, id: u16, d: &Delivery) {
+        if !self.write_publish(d, id, true, Some(Instant::now())) {
+            self.state.forget_outbound(id);
+            self.forget_stored(d.seq);
         }
     }
 
@@ -822,6 +872,8 @@ impl Conn {
         {
             return;
         }
+        // Older than anything queued: they go first, and queued messages wait for room.
+        self.resend_backlog();
         // The clock is read only if a message carries an expiry.
         let mut now: Option<Instant> = None;
         while self.out.len() < WRITE_HIGH_WATER {

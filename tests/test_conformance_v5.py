@@ -995,3 +995,23 @@ def test_resend_on_reconnect_respects_a_lower_receive_maximum(broker, qos):
                 again.ack(m)
             again.finish()
             again.disconnect(0, {"session_expiry_interval": 0})
+
+
+@pytest.mark.rampart_only  # waits for a $SYS publication of the broker (interval 1 s here)
+def test_shared_wildcard_subscription_does_not_match_dollar_topics(broker):
+    """[MQTT-4.7.2-1] a filter starting with a wildcard matches no topic starting with '$',
+    also inside a shared subscription ("$share/g/#")."""
+    with raw(broker, V, uid("shd")) as c:
+        c.subscribe([("$share/gd/#", 0)], props={"subscription_identifier": 2})
+        c.subscribe([("$SYS/#", 0)], pid=2, props={"subscription_identifier": 1})
+        first = c.expect(PUBLISH, timeout=5)
+        assert first.topic.startswith("$SYS/")
+        seen = [first]
+        c.publish("shd/barrier", b"b", qos=0)
+        while True:
+            m = c.expect(PUBLISH)
+            if m.topic == "shd/barrier":
+                break
+            seen.append(m)
+        bad = [m for m in seen if 2 in m.props.all("subscription_identifier")]
+        assert not bad, f"$-topics matched by $share/gd/#: {bad[:3]}"

@@ -56,18 +56,16 @@ fn anonymous(client_id: &str, info: &ConnInfo) -> Identity {
 }
 
 /// Authenticate a CONNECT. `Err(reason)` is the CONNACK reason code to refuse with.
-pub async fn admit<R, W>(
+pub async fn admit<S>(
     router: &Router,
     c: &Connect,
     client_id: &str,
     info: &ConnInfo,
-    rd: &mut R,
-    wr: &mut W,
+    io: &mut S,
     rbuf: &mut BytesMut,
 ) -> Result<Admitted, ReasonCode>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let auth = &router.auth;
     let loopback = info.peer.ip().to_canonical().is_loopback();
@@ -124,12 +122,12 @@ where
                 });
                 let mut out = BytesMut::new();
                 if encode(&pkt, ProtocolVersion::V5, &mut out).is_err()
-                    || wr.write_all(&out).await.is_err()
-                    || wr.flush().await.is_err()
+                    || io.write_all(&out).await.is_err()
+                    || io.flush().await.is_err()
                 {
                     return Err(ReasonCode::UnspecifiedError);
                 }
-                let (m, data) = match read_auth(router, rd, rbuf, deadline).await {
+                let (m, data) = match read_auth(router, io, rbuf, deadline).await {
                     Some(x) => x,
                     None => return Err(ReasonCode::NotAuthorized),
                 };

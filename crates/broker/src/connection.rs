@@ -83,7 +83,9 @@ pub async fn serve_connection<S, G>(
     G: Send + 'static,
 {
     let peer = info.peer;
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    // One stream, not split halves: CONNECT handling reads and writes in turn, and halves
+    // would cost every connection an Arc and a lock taken on each read and write.
+    let mut io = stream;
     let cfg = router.cfg.clone();
     let mut rbuf = BytesMut::with_capacity(512);
     let deadline =
@@ -116,7 +118,7 @@ pub async fn serve_connection<S, G>(
                     _ => None,
                 };
                 if let Some((v, code)) = reply {
-                    let _ = write_packet(&mut wr, v, &connack(false, code, Properties::default()))
+                    let _ = write_packet(&mut io, v, &connack(false, code, Properties::default()))
                         .await;
                 }
                 router
@@ -130,7 +132,7 @@ pub async fn serve_connection<S, G>(
             rbuf.reserve(1024);
         }
         tokio::select! {
-            r = tokio::time::timeout_at(deadline, rd.read_buf(&mut rbuf)) => match r {
+            r = tokio::time::timeout_at(deadline, io.read_buf(&mut rbuf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(_)) => {}
                 Err(_) => {
@@ -147,11 +149,7 @@ pub async fn serve_connection<S, G>(
     // Unboxed in a call of its own, so the CONNECT's box is freed now, not when the
     // connection ends.
     let connect = unbox(connect);
-    let conn = match Box::pin(Conn::accept(
-        &router, connect, &info, &mut rd, &mut wr, &mut rbuf,
-    ))
-    .await
-    {
+    let conn = match Box::pin(Conn::accept(&router, connect, &info, &mut io, &mut rbuf)).await {
         Some(c) => c,
         None => return,
     };
@@ -159,7 +157,7 @@ pub async fn serve_connection<S, G>(
     drop(shutdown);
     tokio::spawn(run_connection(Running {
         conn,
-        io: rd.unsplit(wr),
+        io,
         rbuf,
         hold,
     }));
@@ -305,12 +303,11 @@ enum Gated {
 
 impl Conn {
     /// Validate CONNECT, attach (or create, or take over) the session and send CONNACK.
-    async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         router: &Arc<Router>,
         mut c: Connect,
         info: &ConnInfo,
-        rd: &mut R,
-        wr: &mut W,
+        io: &mut S,
         rbuf: &mut BytesMut,
     ) -> Option<Conn> {
         let cfg = &router.cfg;
@@ -329,7 +326,7 @@ impl Conn {
                 .and_then(|cert| rampart_auth::cert_username(cert, field));
             let Some(id) = from_cert.filter(|id| !id.is_empty()) else {
                 info!(%peer, "connection refused: no client certificate field to take the client id from");
-                let _ = write_packet(wr, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
+                let _ = write_packet(io, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
                 return None;
             };
             if *id != *c.client_id && v == ProtocolVersion::V5 {
@@ -350,7 +347,7 @@ impl Conn {
                 }
                 _ => {
                     let _ =
-                        write_packet(wr, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
+                        write_packet(io, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
                     return None;
                 }
             }
@@ -358,17 +355,17 @@ impl Conn {
             Arc::from(&*c.client_id)
         };
         if client_id.len() > usize::from(cfg.mqtt.max_client_id_length) {
-            let _ = write_packet(wr, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
+            let _ = write_packet(io, v, &refuse(ReasonCode::ClientIdentifierNotValid)).await;
             return None;
         }
 
         // Authentication (M1): the chain decides; errors and timeouts deny.
         let mut admitted =
-            match crate::admission::admit(router, &c, &client_id, info, rd, wr, rbuf).await {
+            match crate::admission::admit(router, &c, &client_id, info, io, rbuf).await {
                 Ok(a) => a,
                 Err(code) => {
                     info!(%peer, client_id = %client_id, reason = %code, "connection refused");
-                    let _ = write_packet(wr, v, &refuse(code)).await;
+                    let _ = write_packet(io, v, &refuse(code)).await;
                     return None;
                 }
             };
@@ -381,7 +378,7 @@ impl Conn {
             Instant::now(),
         ) {
             info!(%peer, client_id = %client_id, reason = %code, "connection refused");
-            let _ = write_packet(wr, v, &refuse(code)).await;
+            let _ = write_packet(io, v, &refuse(code)).await;
             return None;
         }
         // The will is a publish like any other: it needs the right to publish there (M2).
@@ -393,7 +390,7 @@ impl Conn {
             };
             if d != rampart_auth::Decision::Allow {
                 info!(%peer, client_id = %client_id, "connection refused: will topic not authorized");
-                let _ = write_packet(wr, v, &refuse(ReasonCode::NotAuthorized)).await;
+                let _ = write_packet(io, v, &refuse(ReasonCode::NotAuthorized)).await;
                 return None;
             }
         }
@@ -412,7 +409,7 @@ impl Conn {
                 None
             };
             if let Some(code) = code {
-                let _ = write_packet(wr, v, &refuse(code)).await;
+                let _ = write_packet(io, v, &refuse(code)).await;
                 return None;
             }
         }
@@ -508,13 +505,13 @@ impl Conn {
         }
         if let Some(code) = refused {
             info!(%peer, client_id = %client_id, reason = %code, "connection refused: the session belongs to another identity");
-            let _ = write_packet(wr, v, &refuse(code)).await;
+            let _ = write_packet(io, v, &refuse(code)).await;
             return None;
         }
         let attached = session.slot.lock().conn.as_ref().map(|h| h.id) == Some(conn_id);
         if !attached {
             warn!(%client_id, "could not take over the session; refusing");
-            let _ = write_packet(wr, v, &refuse(ReasonCode::ServerBusy)).await;
+            let _ = write_packet(io, v, &refuse(ReasonCode::ServerBusy)).await;
             return None;
         }
         let parked = session.slot.lock().parked.take();

@@ -149,6 +149,10 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
         router.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(timers::run_keepalive(
+        router.clone(),
+        shutdown.clone(),
+    )));
     let _ = shutdown.wait_for(|s| *s).await;
     info!("shutting down");
     for t in tasks {

@@ -49,6 +49,8 @@ pub struct Router {
     /// came back, ended or left again since is dropped when visited. Worst case: one entry
     /// (24 bytes) per disconnection of a session with expiry since the entry was last visited.
     pub(crate) offline: parking_lot::Mutex<VecDeque<(Weak<SessionShared>, u64)>>,
+    /// Keep-alive deadlines of the connected clients (`timers::run_keepalive` turns it).
+    pub keepalive: crate::timers::KeepAliveWheel,
 }
 
 /// Counters of the session queues and their durable copies.
@@ -124,6 +126,7 @@ impl Router {
             limits,
             queue_metrics: QueueMetrics::default(),
             offline: parking_lot::Mutex::new(VecDeque::new()),
+            keepalive: crate::timers::KeepAliveWheel::new(Instant::now()),
         }
     }
 

@@ -65,8 +65,8 @@ pub struct Slot {
     /// handle just before must look the client id up again.
     pub dead: bool,
     /// A request for the attached connection (by id), picked up when it next wakes, or
-    /// answered when it finishes.
-    pub request: Option<(u64, Control)>,
+    /// answered when it finishes. Boxed: requests are rare and every session carries this.
+    pub request: Option<Box<(u64, Control)>>,
 }
 
 #[derive(Debug)]
@@ -79,6 +79,8 @@ pub struct SessionShared {
     waker: AtomicWaker,
     /// Set by `wake`, taken by `poll_woken`: a wake before the task parks is not lost.
     woken: AtomicBool,
+    /// Set by the keep-alive wheel with a wake: the connection's keep-alive deadline passed.
+    keepalive_due: AtomicBool,
     /// True while a connection is attached; offline sessions do not queue QoS 0.
     pub online: AtomicBool,
     /// Set with `Slot::request`, so the connection checks the slot only when needed.
@@ -104,6 +106,7 @@ impl SessionShared {
             queue: Mutex::new(Queue::default()),
             waker: AtomicWaker::new(),
             woken: AtomicBool::new(false),
+            keepalive_due: AtomicBool::new(false),
             online: AtomicBool::new(false),
             request_pending: AtomicBool::new(false),
             slot: Mutex::new(Slot::default()),
@@ -135,9 +138,21 @@ impl SessionShared {
         }
     }
 
+    /// The keep-alive wheel's wake: the connection should check its keep alive.
+    pub fn keepalive_due(&self) {
+        self.keepalive_due.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// True once after each `keepalive_due`.
+    pub fn take_keepalive_due(&self) -> bool {
+        self.keepalive_due.load(Ordering::Relaxed)
+            && self.keepalive_due.swap(false, Ordering::AcqRel)
+    }
+
     /// Post a request to the attached connection `conn_id` and wake it.
     pub fn post(&self, slot: &mut Slot, conn_id: u64, c: Control) {
-        slot.request = Some((conn_id, c));
+        slot.request = Some(Box::new((conn_id, c)));
         self.request_pending.store(true, Ordering::Release);
         self.wake();
     }
@@ -149,9 +164,9 @@ impl SessionShared {
         }
         let mut slot = self.slot.lock();
         match slot.request.take() {
-            Some((id, c)) if id == conn_id => {
+            Some(r) if r.0 == conn_id => {
                 self.request_pending.store(false, Ordering::Release);
-                Some(c)
+                Some(r.1)
             }
             other => {
                 slot.request = other;

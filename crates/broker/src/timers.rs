@@ -1,12 +1,12 @@
-//! Session expiry and will delay timers, and the sweep that purges expired messages from the
-//! queues of offline sessions. Each timer is a sleeping task that acts only if the session is
+//! Session expiry and will delay timers, the sweep that purges expired messages from the
+//! queues of offline sessions, and the keep-alive wheel of connected clients. Each timer is a sleeping task that acts only if the session is
 //! still disconnected in the same generation it was armed for.
 
 use crate::router::Router;
 use crate::session::SessionShared;
 use rampart_store::WriteBatch;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -162,6 +162,110 @@ pub fn sweep_once(router: &Router, budget: usize, now: Instant) -> u64 {
     purged
 }
 
+/// Granularity of the keep-alive wheel: a keep-alive timeout is noticed up to this late.
+pub const KEEPALIVE_TICK: Duration = Duration::from_millis(250);
+/// Slots of the wheel: one lap is 64 s. A deadline further ahead waits in its slot and is
+/// put back each lap until due (a 65535 s keep alive is seen about 1,500 times).
+const KEEPALIVE_SLOTS: u64 = 256;
+
+/// Entries (session, tick at which it is due) of one slot of the wheel.
+type WheelSlot = parking_lot::Mutex<Vec<(Weak<SessionShared>, u64)>>;
+
+/// Keep-alive deadlines of the connected clients, on a wheel of coarse ticks turned by one
+/// task ([`run_keepalive`]). A tokio timer per connection would add about 112 bytes to every
+/// idle connection's task; an entry here is 16 bytes (24 to 32 with the slack of the slot's
+/// vector). A connection arms one deadline at a time and re-arms only when woken past it,
+/// so the wheel holds about one entry per connection, plus the entries of connections that
+/// ended since their deadline was armed (gone when their slot comes round).
+pub struct KeepAliveWheel {
+    epoch: Instant,
+    /// (session, tick) entries by tick modulo the slot count.
+    slots: Vec<WheelSlot>,
+    /// The last tick whose slot was turned; written under that slot's lock, so that `arm`
+    /// never puts an entry into a slot that has just been turned for its tick.
+    turned: AtomicU64,
+}
+
+impl KeepAliveWheel {
+    pub fn new(now: Instant) -> Self {
+        KeepAliveWheel {
+            epoch: now,
+            slots: (0..KEEPALIVE_SLOTS)
+                .map(|_| parking_lot::Mutex::new(Vec::new()))
+                .collect(),
+            turned: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(&self, tick: u64) -> &WheelSlot {
+        &self.slots[(tick % KEEPALIVE_SLOTS) as usize]
+    }
+
+    /// Wake `session`'s connection with `keepalive_due` set at `at` or up to one tick later.
+    pub fn arm(&self, session: &Arc<SessionShared>, at: Instant) {
+        let since = at.saturating_duration_since(self.epoch);
+        let tick_nanos = KEEPALIVE_TICK.as_nanos();
+        // Rounded up: never early.
+        let mut tick = u64::try_from(since.as_nanos().div_ceil(tick_nanos)).unwrap_or(u64::MAX);
+        loop {
+            let mut slot = self.slot(tick).lock();
+            let turned = self.turned.load(Ordering::Acquire);
+            if tick > turned {
+                slot.push((Arc::downgrade(session), tick));
+                return;
+            }
+            // Due already: the next slot to turn.
+            drop(slot);
+            tick = turned + 1;
+        }
+    }
+
+    /// Turn the slots of every tick up to `now`; returns the connections woken.
+    pub fn turn(&self, now: Instant) -> usize {
+        let since = now.saturating_duration_since(self.epoch);
+        let target = u64::try_from(since.as_nanos() / KEEPALIVE_TICK.as_nanos()).unwrap_or(0);
+        let mut woken = 0;
+        let mut tick = self.turned.load(Ordering::Acquire);
+        while tick < target {
+            tick += 1;
+            let mut due = {
+                let mut slot = self.slot(tick).lock();
+                self.turned.store(tick, Ordering::Release);
+                std::mem::take(&mut *slot)
+            };
+            due.retain(|(session, at)| {
+                if *at > tick {
+                    // A lap or more ahead: stays.
+                    return true;
+                }
+                if let Some(s) = session.upgrade() {
+                    s.keepalive_due();
+                    woken += 1;
+                }
+                false
+            });
+            if !due.is_empty() {
+                self.slot(tick).lock().append(&mut due);
+            }
+        }
+        woken
+    }
+}
+
+/// Turn the keep-alive wheel every [`KEEPALIVE_TICK`] until shutdown.
+pub async fn run_keepalive(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(KEEPALIVE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                router.keepalive.turn(Instant::now());
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +408,49 @@ mod tests {
         assert_eq!(sweep_once(&r, SWEEP_BUDGET, now), 0);
         assert!(r.offline.lock().is_empty());
         assert_eq!(back.queue.lock().items.len(), 4);
+    }
+
+    #[test]
+    fn keepalive_wheel_wakes_at_the_deadline_not_before() {
+        let t0 = Instant::now();
+        let wheel = KeepAliveWheel::new(t0);
+        let s = Arc::new(SessionShared::new(Arc::from("ka"), 10, 1000));
+        wheel.arm(&s, t0 + Duration::from_millis(1100));
+        assert_eq!(wheel.turn(t0 + Duration::from_millis(1000)), 0);
+        assert!(!s.take_keepalive_due());
+        // Rounded up to the next tick, never early.
+        assert_eq!(wheel.turn(t0 + Duration::from_millis(1249)), 0);
+        assert_eq!(wheel.turn(t0 + Duration::from_millis(1250)), 1);
+        assert!(s.take_keepalive_due());
+        assert!(!s.take_keepalive_due(), "due once per wake");
+        // Nothing left on the wheel.
+        assert_eq!(wheel.turn(t0 + Duration::from_secs(200)), 0);
+    }
+
+    #[test]
+    fn keepalive_wheel_keeps_deadlines_beyond_one_lap() {
+        let t0 = Instant::now();
+        let wheel = KeepAliveWheel::new(t0);
+        let s = Arc::new(SessionShared::new(Arc::from("far"), 10, 1000));
+        // 100 s is more than one 64 s lap: the slot comes round once before it is due.
+        wheel.arm(&s, t0 + Duration::from_secs(100));
+        assert_eq!(wheel.turn(t0 + Duration::from_millis(99_900)), 0);
+        assert_eq!(wheel.turn(t0 + Duration::from_secs(100)), 1);
+        assert!(s.take_keepalive_due());
+    }
+
+    #[test]
+    fn keepalive_wheel_past_deadline_fires_at_the_next_tick_and_forgets_ended_sessions() {
+        let t0 = Instant::now();
+        let wheel = KeepAliveWheel::new(t0);
+        assert_eq!(wheel.turn(t0 + Duration::from_secs(10)), 0);
+        let s = Arc::new(SessionShared::new(Arc::from("late"), 10, 1000));
+        // Armed for a tick already turned: goes into the next one, not a lap later.
+        wheel.arm(&s, t0 + Duration::from_secs(5));
+        assert_eq!(wheel.turn(t0 + Duration::from_millis(10_250)), 1);
+        let gone = Arc::new(SessionShared::new(Arc::from("gone"), 10, 1000));
+        wheel.arm(&gone, t0 + Duration::from_secs(11));
+        drop(gone);
+        assert_eq!(wheel.turn(t0 + Duration::from_secs(12)), 0);
     }
 }

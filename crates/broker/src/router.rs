@@ -323,7 +323,7 @@ impl Router {
             // The queue is checked again when the delivery is released; refusing a message
             // for a queue that is already full now saves writing and then removing its copy.
             let q = session.queue.lock();
-            if q.items.len() >= session.max_queued_messages
+            if q.items.len() >= session.max_queued_messages as usize
                 || q.bytes + msg.cost() > session.max_queued_bytes
             {
                 drop(q);

@@ -12,7 +12,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use rampart_codec::{ProtocolVersion, SubscriptionOptions};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -87,7 +87,8 @@ pub struct SessionShared {
     pub request_pending: AtomicBool,
     pub slot: Mutex<Slot>,
     /// Caps, copied from the config at creation so that the publish path reads no config.
-    pub max_queued_messages: usize,
+    /// u32 like `mqtt.max_queued_messages`: every session pays for each byte here.
+    pub max_queued_messages: u32,
     pub max_queued_bytes: usize,
     /// True while the session outlives its connection (expiry > 0) and a durable store is
     /// configured: its QoS 1/2 deliveries are written to the store.
@@ -96,7 +97,7 @@ pub struct SessionShared {
     pub next_seq: AtomicU64,
     /// Number of non-shared subscriptions. With at most one, a publish cannot match this
     /// session twice, so the router skips merging overlapping matches for it.
-    pub plain_subscriptions: AtomicUsize,
+    pub plain_subscriptions: AtomicU32,
 }
 
 impl SessionShared {
@@ -110,11 +111,11 @@ impl SessionShared {
             online: AtomicBool::new(false),
             request_pending: AtomicBool::new(false),
             slot: Mutex::new(Slot::default()),
-            max_queued_messages,
+            max_queued_messages: u32::try_from(max_queued_messages).unwrap_or(u32::MAX),
             max_queued_bytes,
             persistent: AtomicBool::new(false),
             next_seq: AtomicU64::new(1),
-            plain_subscriptions: AtomicUsize::new(0),
+            plain_subscriptions: AtomicU32::new(0),
         }
     }
 
@@ -181,7 +182,8 @@ impl SessionShared {
             .keys()
             .filter(|(g, _)| g.is_none())
             .count();
-        self.plain_subscriptions.store(n, Ordering::Relaxed);
+        self.plain_subscriptions
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 
     /// Restore a stored delivery at start-up: stored state is never refused.
@@ -197,7 +199,8 @@ impl SessionShared {
         let cost = d.msg.cost();
         {
             let mut q = self.queue.lock();
-            if q.items.len() >= self.max_queued_messages || q.bytes + cost > self.max_queued_bytes {
+            let full = q.items.len() >= self.max_queued_messages as usize;
+            if full || q.bytes + cost > self.max_queued_bytes {
                 q.dropped += 1;
                 return Err(QueueRefusal::Full);
             }

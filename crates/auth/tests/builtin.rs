@@ -89,14 +89,17 @@ async fn unknown_user_takes_as_long_as_a_wrong_password() {
         let c = &c;
         async move {
             let t = Instant::now();
-            for _ in 0..3 {
-                denied(login(svc, c, Some(user), Some("wrong")).await);
-            }
+            denied(login(svc, c, Some(user), Some("wrong")).await);
             t.elapsed()
         }
     };
-    let known = time("alice").await;
-    let unknown = time("nobody").await;
+    // The fastest of several alternating logins on each side: on a loaded machine a single
+    // timing includes whatever preempted it, while the minimum is the verification's own cost.
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    for _ in 0..5 {
+        known = known.min(time("alice").await);
+        unknown = unknown.min(time("nobody").await);
+    }
     let ratio = known.as_secs_f64() / unknown.as_secs_f64();
     assert!(
         (0.5..2.0).contains(&ratio),

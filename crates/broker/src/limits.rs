@@ -8,7 +8,7 @@
 //!
 //! Worst-case memory (defaults): the address and network tables hold at most
 //! `max_tracked_sources` entries each (about 128 bytes with the map overhead: 2 x 12.8 MB);
-//! the flapping table at most `max_tracked_sources` client ids with up to
+//! the flapping table at most `max_tracked_sources` client ids (as 64-bit keyed hashes) with up to
 //! `flapping_max_connects + 1` timestamps each (8 bytes); the banned list at most
 //! `max_banned` entries (about 200 bytes each). Every refusal is counted in
 //! [`LimitsMetrics`] and logged at most once per second per kind.
@@ -441,7 +441,13 @@ pub struct Limits {
     listeners: Mutex<Map<Arc<str>, TokenBucket>>,
     addresses: Mutex<SourceTable>,
     networks: Mutex<SourceTable>,
-    flapping: Mutex<Map<String, SlidingWindowCounter>>,
+    /// Keyed by a 64-bit hash of the client id under `flapping_keys` rather than the id
+    /// itself: no copy of every recent client id (about 60 bytes each with its allocation).
+    /// Two ids sharing a hash would share a counter; with a random key per process and at
+    /// most `max_tracked_sources` entries the chance is about n^2 / 2^65, and no one can
+    /// choose such ids.
+    flapping: Mutex<Map<u64, SlidingWindowCounter>>,
+    flapping_keys: ahash::RandomState,
     flapping_sweep_ms: AtomicU64,
     banned: RwLock<BannedList>,
     overloaded: AtomicBool,
@@ -554,6 +560,7 @@ impl Limits {
                 cfg.per_network_max_connections,
             )),
             flapping: Mutex::new(Map::default()),
+            flapping_keys: ahash::RandomState::new(),
             flapping_sweep_ms: AtomicU64::new(0),
             banned: RwLock::new(BannedList::default()),
             overloaded: AtomicBool::new(false),
@@ -778,10 +785,10 @@ impl Limits {
     /// Records one connect of `client_id`; true when it just got banned for flapping.
     fn record_connect(&self, client_id: &str, ms: u64, now_unix: u64) -> bool {
         let max = self.cfg.flapping_max_connects;
+        let key = self.flapping_keys.hash_one(client_id);
         let count = {
             let mut f = self.flapping.lock();
-            // A known id is found with one hash and no allocation; only a new one builds a key.
-            let n = if let Some(c) = f.get_mut(client_id) {
+            let n = if let Some(c) = f.get_mut(&key) {
                 c.record(ms)
             } else {
                 if f.len() >= self.cfg.max_tracked_sources as usize {
@@ -802,11 +809,11 @@ impl Limits {
                 let window = u64::from(self.cfg.flapping_window_secs) * 1000;
                 let mut c = SlidingWindowCounter::new(window, max.saturating_add(1));
                 let n = c.record(ms);
-                f.insert(client_id.to_string(), c);
+                f.insert(key, c);
                 n
             };
             if n > max {
-                f.remove(client_id);
+                f.remove(&key);
             }
             n
         };
@@ -1236,7 +1243,8 @@ mod tests {
         // Once the window has passed, idle counters are swept and tracking resumes.
         let later = t + Duration::from_secs(61);
         assert_eq!(l.check_connect("fresh", None, ip(1), later), Ok(()));
-        assert!(l.flapping.lock().contains_key("fresh"));
+        let key = l.flapping_keys.hash_one("fresh");
+        assert!(l.flapping.lock().contains_key(&key));
     }
 
     #[test]

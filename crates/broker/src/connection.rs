@@ -287,9 +287,8 @@ struct Rare {
     /// ([MQTT-3.3.4-9]). At most the session's in-flight limit, 2 bytes each.
     resend: VecDeque<u16>,
     /// The timer of `credential_expiry` and `read_paused_until` (keep alive is on the
-    /// router's wheel), allocated only while armed, and when it is armed for.
+    /// router's wheel), allocated only while armed.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    timer_at: Option<Instant>,
 }
 
 impl Rare {
@@ -299,7 +298,8 @@ impl Rare {
             .into_iter()
             .flatten()
             .min();
-        if want == self.timer_at {
+        let armed = self.timer.as_ref().map(|s| s.deadline().into_std());
+        if want == armed {
             return;
         }
         match (want, self.timer.as_mut()) {
@@ -310,7 +310,6 @@ impl Rare {
             }
             (None, _) => self.timer = None,
         }
-        self.timer_at = want;
     }
 }
 
@@ -1042,7 +1041,7 @@ impl Conn {
                     r.read_paused_until = None;
                 }
                 r.arm_timer();
-                timing = r.timer_at.is_some();
+                timing = r.timer.is_some();
             }
             // TLS and WebSocket layers may hold the tail of a burst until flushed.
             let flushing = needs_flush && !writing;
@@ -1159,7 +1158,6 @@ impl Conn {
                 }
                 Wake::Notified | Wake::Timer => {
                     if let (true, Some(r)) = (timer_fired, self.rare.as_mut()) {
-                        r.timer_at = None;
                         r.timer = None;
                         let expired = r.credential_expiry.is_some_and(|t| t <= Instant::now());
                         if expired {

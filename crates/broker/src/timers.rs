@@ -1,6 +1,7 @@
 //! Session expiry and will delay timers, the sweep that purges expired messages from the
-//! queues of offline sessions, and the keep-alive wheel of connected clients. Each timer is a sleeping task that acts only if the session is
-//! still disconnected in the same generation it was armed for.
+//! queues of offline sessions, and the keep-alive wheel of connected clients. Each expiry
+//! or will-delay timer is a sleeping task that acts only if the session is still
+//! disconnected in the same generation it was armed for.
 
 use crate::router::Router;
 use crate::session::SessionShared;

@@ -6,6 +6,7 @@
 
 use crate::admission::{AuthExt, Done, Pending, Then};
 use crate::message::{Delivery, Message};
+use crate::metrics::LocalCounts;
 use crate::router::{Router, SubEntry};
 use crate::session::{ConnHandle, Control, OutFlight, SessionShared, SessionState, SubRecord};
 use bytes::{Buf, BytesMut};
@@ -46,6 +47,11 @@ const READ_CHUNK: usize = 8 * 1024;
 const DRAIN_BATCH: usize = 256;
 /// Output segments waiting for store commits; past this the queue keeps the backlog.
 const MAX_GATED: usize = 64;
+
+thread_local! {
+    /// Deliveries taken from a session queue by `Conn::drain_queue`, reused per worker thread.
+    static DRAIN_BUF: std::cell::Cell<Vec<Delivery>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// Why a connection ends, and what to tell the client.
 #[derive(Debug)]
@@ -243,25 +249,46 @@ struct Conn {
     session: Arc<SessionShared>,
     state: Box<SessionState>,
     out: BytesMut,
-    /// Idle limit after which the connection is closed: 1.5x the keep alive ([MQTT-3.1.2-24]).
-    idle_limit: Option<Duration>,
+    /// Idle limit after which the connection is closed, in milliseconds: 1.5x the keep alive
+    /// ([MQTT-3.1.2-24]), or `max_idle_v3_secs` (at most 7 days, so it fits).
+    idle_limit_ms: u32,
     last_rx: Instant,
     /// The client's Maximum Packet Size: larger messages are dropped for it ([MQTT-3.1.2-25]).
     client_max_packet: u32,
-    counts: crate::metrics::LocalCounts,
-    batch: Vec<Delivery>,
-    /// Authorization with its decision cache; `None` in open development mode.
-    authz: Option<rampart_auth::ClientAuthz>,
-    /// The client id belongs to this identity while the connection lives.
-    _claim: Option<rampart_auth::ClientIdClaim>,
-    /// Publish message and byte rates (issue 6).
-    limiter: crate::limits::PublishLimiter,
+    counts: LocalCounts,
+    /// Authorization with its decision cache, and the claim of the client id; `None` in open
+    /// development mode. Boxed: idle connections of that mode do not pay for it.
+    authz: Option<Box<Authorized>>,
+    /// Publish message and byte rates (issue 6), created full at the first PUBLISH: a bucket
+    /// created full at CONNECT would be full by then too, and connections that never
+    /// publish (most idle ones) do not carry it.
+    limiter: Option<Box<crate::limits::PublishLimiter>>,
     /// What most connections never use, created on first use: every byte of `Conn` is paid
     /// by every idle connection (see `size_tests`).
     rare: Option<Box<Rare>>,
     /// Re-authentication state and awaited authorization decisions; `None` for most
     /// connections.
     auth_ext: Option<Box<AuthExt>>,
+}
+
+/// Authorization state of a connection outside open development mode (see `Conn::authz`).
+struct Authorized {
+    authz: rampart_auth::ClientAuthz,
+    /// The client id belongs to this identity while the connection lives.
+    _claim: Option<rampart_auth::ClientIdClaim>,
+}
+
+impl std::ops::Deref for Authorized {
+    type Target = rampart_auth::ClientAuthz;
+    fn deref(&self) -> &Self::Target {
+        &self.authz
+    }
+}
+
+impl std::ops::DerefMut for Authorized {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.authz
+    }
 }
 
 /// The parts of a connection that most connections never need (see `Conn::rare`).
@@ -585,12 +612,10 @@ impl Conn {
         } else {
             c.keep_alive
         };
-        let idle_limit = if keep_alive == 0 {
-            Some(Duration::from_secs(u64::from(
-                cfg.mqtt.max_idle_v3_secs.max(1),
-            )))
+        let idle_limit_ms = if keep_alive == 0 {
+            cfg.mqtt.max_idle_v3_secs.max(1).saturating_mul(1000)
         } else {
-            Some(Duration::from_millis(u64::from(keep_alive) * 1500))
+            u32::from(keep_alive) * 1500
         };
 
         let mut props = Properties::default();
@@ -638,7 +663,7 @@ impl Conn {
             session,
             state,
             out: BytesMut::new(),
-            idle_limit,
+            idle_limit_ms,
             last_rx: Instant::now(),
             send_window: c
                 .properties
@@ -648,7 +673,6 @@ impl Conn {
                 .max(1),
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
             counts: Default::default(),
-            batch: Vec::new(),
             rare: None,
             auth_ext: admitted.identity.auth_method.is_some().then(|| {
                 Box::new(AuthExt {
@@ -656,9 +680,13 @@ impl Conn {
                     ..AuthExt::default()
                 })
             }),
-            authz: admitted.authz,
-            _claim: admitted.claim,
-            limiter: router.limits.publish_limiter(Instant::now()),
+            authz: admitted.authz.map(|authz| {
+                Box::new(Authorized {
+                    authz,
+                    _claim: admitted.claim,
+                })
+            }),
+            limiter: None,
         };
         let credential_expiry = expiry_instant(admitted.identity.expires_at);
         if c.will.is_some() || credential_expiry.is_some() {
@@ -883,6 +911,16 @@ impl Conn {
     /// Move deliveries from the session queue to the write buffer, within the client's
     /// receive maximum for QoS 1/2 ([MQTT-3.3.4-9]) and the write high-water mark.
     fn drain_queue(&mut self) {
+        // The batch vector is the worker thread's, not the connection's: every idle
+        // connection would carry it. Nothing awaits in between, and a nested call (there is
+        // none) would only find an empty vector.
+        let mut batch = DRAIN_BUF.take();
+        self.drain_queue_into(&mut batch);
+        batch.clear();
+        DRAIN_BUF.set(batch);
+    }
+
+    fn drain_queue_into(&mut self, batch: &mut Vec<Delivery>) {
         if self
             .rare
             .as_ref()
@@ -898,7 +936,7 @@ impl Conn {
             let mut room = usize::from(self.send_window).saturating_sub(self.state.outbound.len());
             {
                 let mut q = self.session.queue.lock();
-                while self.batch.len() < DRAIN_BATCH {
+                while batch.len() < DRAIN_BATCH {
                     match q.items.front() {
                         None => break,
                         Some(d) if d.qos != QoS::AtMostOnce => {
@@ -911,14 +949,13 @@ impl Conn {
                     }
                     if let Some(d) = q.items.pop_front() {
                         q.bytes = q.bytes.saturating_sub(d.msg.cost());
-                        self.batch.push(d);
+                        batch.push(d);
                     }
                 }
             }
-            if self.batch.is_empty() {
+            if batch.is_empty() {
                 return;
             }
-            let mut batch = std::mem::take(&mut self.batch);
             let start = self.out.len();
             let mut store_ops = WriteBatch::new();
             for d in batch.drain(..) {
@@ -955,7 +992,6 @@ impl Conn {
                     }
                 }
             }
-            self.batch = batch;
             let commit = self.router.commit(store_ops);
             if commit.is_some() || self.gating() {
                 let seg = self.out.split_off(start);
@@ -973,226 +1009,235 @@ impl Conn {
     /// deliveries, requests and that wheel wake the task through its session (no timer and
     /// no `Notified` future while idle), reads land in a stack buffer while no read buffer is
     /// kept, and the socket is polled directly (no read and write halves with a lock between
-    /// them).
-    async fn run<S>(&mut self, io: &mut S, rbuf: &mut BytesMut) -> Close
+    /// them). Not an `async fn`: that would keep its three references twice (as arguments and
+    /// as locals), 24 bytes of every idle connection's task.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a, S>(
+        &'a mut self,
+        io: &'a mut S,
+        rbuf: &'a mut BytesMut,
+    ) -> impl Future<Output = Close> + 'a
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // Keep alive is watched by the router's wheel, which wakes us through the session.
-        // Re-armed lazily: the deadline moves with every packet, but it is armed again only
-        // when it has passed (an update per packet would cost more).
-        let mut idle_at = self.idle_limit.map(|d| self.last_rx + d);
-        if let Some(t) = idle_at {
-            self.router.keepalive.arm(&self.session, t);
-        }
-        // 0: no read buffer is kept between reads (see `read_some`).
-        let mut read_size = 0;
-        let mut needs_flush = false;
-        // Packets the client pipelined behind CONNECT arrived with it: handle them now, not
-        // only after the next read (which may never come).
-        if !rbuf.is_empty() {
-            if let Err(close) = self.on_readable(&mut *rbuf) {
-                return close;
+        async move {
+            // Keep alive is watched by the router's wheel, which wakes us through the session.
+            // Re-armed lazily: the deadline moves with every packet, but it is armed again only
+            // when it has passed (an update per packet would cost more).
+            let mut idle_at = Some(self.last_rx + Duration::from_millis(self.idle_limit_ms.into()));
+            if let Some(t) = idle_at {
+                self.router.keepalive.arm(&self.session, t);
             }
-        }
-        loop {
-            if self.router.registry.closing() {
-                return Close::Shutdown;
+            // 0: no read buffer is kept between reads (see `read_some`).
+            let mut read_size = 0;
+            let mut needs_flush = false;
+            // Packets the client pipelined behind CONNECT arrived with it: handle them now, not
+            // only after the next read (which may never come).
+            if !rbuf.is_empty() {
+                if let Err(close) = self.on_readable(&mut *rbuf) {
+                    return close;
+                }
             }
-            if let Some(Control::TakeOver { session_ends, done }) =
-                self.session.take_request(self.conn_id)
-            {
-                // What the client sent before the newcomer arrived (a DISCONNECT that ends
-                // the session, say) is handled first: whatever the socket has now.
-                loop {
-                    let r = std::future::poll_fn(|cx| {
-                        Poll::Ready(read_some(&mut *io, cx, &mut *rbuf, READ_CHUNK))
-                    })
-                    .await;
-                    match r {
-                        Poll::Ready(Ok(n)) if n > 0 => {}
-                        _ => break,
+            loop {
+                if self.router.registry.closing() {
+                    return Close::Shutdown;
+                }
+                if let Some(Control::TakeOver { session_ends, done }) =
+                    self.session.take_request(self.conn_id)
+                {
+                    // What the client sent before the newcomer arrived (a DISCONNECT that ends
+                    // the session, say) is handled first: whatever the socket has now.
+                    loop {
+                        let r = std::future::poll_fn(|cx| {
+                            Poll::Ready(read_some(&mut *io, cx, &mut *rbuf, READ_CHUNK))
+                        })
+                        .await;
+                        match r {
+                            Poll::Ready(Ok(n)) if n > 0 => {}
+                            _ => break,
+                        }
+                        if let Err(close) = self.on_readable(&mut *rbuf) {
+                            self.rare().takeover_done = Some(done);
+                            return close;
+                        }
                     }
-                    if let Err(close) = self.on_readable(&mut *rbuf) {
-                        self.rare().takeover_done = Some(done);
-                        return close;
+                    self.park_for_takeover();
+                    // The new connection must not wait for our socket to drain: reply first.
+                    let _ = done.send(());
+                    return Close::TakenOver { session_ends };
+                }
+                self.drain_queue();
+                if self.counts.is_dirty() {
+                    self.counts.flush(&self.router.metrics);
+                }
+                if read_size == 0 && rbuf.is_empty() && rbuf.capacity() > 0 {
+                    // Give back the buffer of a burst, or of a packet that has been handled.
+                    *rbuf = BytesMut::new();
+                }
+                let writing = !self.out.is_empty();
+                let gating = self.gating();
+                let mut paused = false;
+                let mut timing = false;
+                if let Some(r) = self.rare.as_mut() {
+                    paused = r.read_paused_until.is_some_and(|t| t > Instant::now());
+                    if !paused {
+                        r.read_paused_until = None;
                     }
+                    r.arm_timer();
+                    timing = r.timer.is_some();
                 }
-                self.park_for_takeover();
-                // The new connection must not wait for our socket to drain: reply first.
-                let _ = done.send(());
-                return Close::TakenOver { session_ends };
-            }
-            self.drain_queue();
-            if self.counts.is_dirty() {
-                self.counts.flush(&self.router.metrics);
-            }
-            if read_size == 0 && rbuf.is_empty() && rbuf.capacity() > 0 {
-                // Give back the buffer of a burst, or of a packet that has been handled.
-                *rbuf = BytesMut::new();
-            }
-            let writing = !self.out.is_empty();
-            let gating = self.gating();
-            let mut paused = false;
-            let mut timing = false;
-            if let Some(r) = self.rare.as_mut() {
-                paused = r.read_paused_until.is_some_and(|t| t > Instant::now());
-                if !paused {
-                    r.read_paused_until = None;
-                }
-                r.arm_timer();
-                timing = r.timer.is_some();
-            }
-            // TLS and WebSocket layers may hold the tail of a burst until flushed.
-            let flushing = needs_flush && !writing;
-            // While a handler awaits a decision, later packets wait unread (packet order).
-            let pending = self.is_pending();
-            let reading = !paused && !pending;
-            // The closure moves in copies and one reference per object: it lives across the
-            // await, so each capture is paid by every idle connection.
-            let (this, sock, buf) = (&mut *self, &mut *io, &mut *rbuf);
-            // Branches in priority order, as a biased select: output first, then input.
-            let wake = std::future::poll_fn(move |cx| {
-                if writing {
-                    if let Poll::Ready(r) = Pin::new(&mut *sock).poll_write(cx, &this.out) {
-                        return Poll::Ready(Wake::Wrote(r));
+                // TLS and WebSocket layers may hold the tail of a burst until flushed.
+                let flushing = needs_flush && !writing;
+                // While a handler awaits a decision, later packets wait unread (packet order).
+                let pending = self.is_pending();
+                let reading = !paused && !pending;
+                // The closure moves in copies and one reference per object: it lives across the
+                // await, so each capture is paid by every idle connection.
+                let (this, sock, buf) = (&mut *self, &mut *io, &mut *rbuf);
+                // Branches in priority order, as a biased select: output first, then input.
+                let wake = std::future::poll_fn(move |cx| {
+                    if writing {
+                        if let Poll::Ready(r) = Pin::new(&mut *sock).poll_write(cx, &this.out) {
+                            return Poll::Ready(Wake::Wrote(r));
+                        }
+                    } else if flushing {
+                        if let Poll::Ready(r) = Pin::new(&mut *sock).poll_flush(cx) {
+                            return Poll::Ready(Wake::Flushed(r));
+                        }
                     }
-                } else if flushing {
-                    if let Poll::Ready(r) = Pin::new(&mut *sock).poll_flush(cx) {
-                        return Poll::Ready(Wake::Flushed(r));
+                    if reading {
+                        if let Poll::Ready(r) = read_some(&mut *sock, cx, &mut *buf, read_size) {
+                            return Poll::Ready(Wake::Read(r));
+                        }
                     }
-                }
-                if reading {
-                    if let Poll::Ready(r) = read_some(&mut *sock, cx, &mut *buf, read_size) {
-                        return Poll::Ready(Wake::Read(r));
+                    if let (true, Some(rare)) = (gating, this.rare.as_mut()) {
+                        if let Poll::Ready(r) = poll_gate(&mut rare.gated, cx) {
+                            return Poll::Ready(Wake::Gate(r));
+                        }
                     }
-                }
-                if let (true, Some(rare)) = (gating, this.rare.as_mut()) {
-                    if let Poll::Ready(r) = poll_gate(&mut rare.gated, cx) {
-                        return Poll::Ready(Wake::Gate(r));
+                    if pending {
+                        if let Poll::Ready(done) =
+                            crate::admission::poll_pending_done(&mut this.auth_ext, cx)
+                        {
+                            return Poll::Ready(Wake::Decided(done));
+                        }
                     }
-                }
-                if pending {
-                    if let Poll::Ready(done) =
-                        crate::admission::poll_pending_done(&mut this.auth_ext, cx)
-                    {
-                        return Poll::Ready(Wake::Decided(done));
+                    if this.session.poll_woken(cx).is_ready() {
+                        return Poll::Ready(Wake::Notified);
                     }
-                }
-                if this.session.poll_woken(cx).is_ready() {
-                    return Poll::Ready(Wake::Notified);
-                }
-                let alarm = this.rare.as_mut().and_then(|r| r.timer.as_mut());
-                if let (true, Some(alarm)) = (timing, alarm) {
-                    if alarm.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Wake::Timer);
+                    let alarm = this.rare.as_mut().and_then(|r| r.timer.as_mut());
+                    if let (true, Some(alarm)) = (timing, alarm) {
+                        if alarm.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Timer);
+                        }
                     }
-                }
-                Poll::Pending
-            })
-            .await;
-            let timer_fired = matches!(wake, Wake::Timer);
-            match wake {
-                Wake::Wrote(Ok(0)) | Wake::Wrote(Err(_)) | Wake::Flushed(Err(_)) => {
-                    return Close::Io
-                }
-                Wake::Wrote(Ok(n)) => {
-                    needs_flush = true;
-                    self.counts.bytes_sent += n as u64;
-                    self.out.advance(n);
-                    if self.out.is_empty() {
-                        // Small buffers are cheap to allocate again and large ones are
-                        // bursts: only a working-size buffer is kept between writes.
-                        let cap = self.out.capacity();
-                        if cap <= 4096 || cap > WRITE_HIGH_WATER * 2 {
+                    Poll::Pending
+                })
+                .await;
+                let timer_fired = matches!(wake, Wake::Timer);
+                match wake {
+                    Wake::Wrote(Ok(0)) | Wake::Wrote(Err(_)) | Wake::Flushed(Err(_)) => {
+                        return Close::Io
+                    }
+                    Wake::Wrote(Ok(n)) => {
+                        needs_flush = true;
+                        LocalCounts::add_bytes(&mut self.counts.bytes_sent, n);
+                        self.out.advance(n);
+                        if self.out.is_empty() {
+                            // Small buffers are cheap to allocate again and large ones are
+                            // bursts: only a working-size buffer is kept between writes.
+                            let cap = self.out.capacity();
+                            if cap <= 4096 || cap > WRITE_HIGH_WATER * 2 {
+                                self.out = BytesMut::new();
+                            }
+                        }
+                    }
+                    Wake::Flushed(Ok(())) => needs_flush = false,
+                    Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Close::Io,
+                    Wake::Read(Ok(n)) => {
+                        LocalCounts::add_bytes(&mut self.counts.bytes_received, n);
+                        let asked = read_size.max(STACK_READ);
+                        if n >= asked {
+                            read_size = (asked * 2).min(MAX_READ);
+                        } else if n < read_size / 4 {
+                            // Below the stack buffer's size, no buffer is kept.
+                            read_size /= 2;
+                            if read_size < STACK_READ {
+                                read_size = 0;
+                            }
+                        }
+                        if let Err(close) = self.on_readable(&mut *rbuf) {
+                            return close;
+                        }
+                    }
+                    Wake::Gate(Ok(())) => {
+                        // The front entry is ready (its commit resolved, or it had none);
+                        // release it and the commit-free entries right behind it.
+                        let mut first = true;
+                        while let Some(rare) = self.rare.as_mut() {
+                            if !first && !matches!(rare.gated.front(), Some((None, _))) {
+                                break;
+                            }
+                            let Some((_, g)) = rare.gated.pop_front() else {
+                                break;
+                            };
+                            first = false;
+                            self.release(g);
+                        }
+                    }
+                    Wake::Gate(Err(e)) => {
+                        warn!(client_id = %self.state.client_id, error = %e, "store write failed; closing so the client resends");
+                        return Close::Server(ReasonCode::UnspecifiedError, "store write failed");
+                    }
+                    Wake::Decided(done) => {
+                        if let Err(close) = self.on_pending_done(done) {
+                            return close;
+                        }
+                        // A re-authentication may have changed when the credential expires:
+                        // the timer is re-armed from `credential_expiry` at the top of the loop.
+                        if let Err(close) = self.on_readable(&mut *rbuf) {
+                            return close;
+                        }
+                    }
+                    Wake::Notified | Wake::Timer => {
+                        if let (true, Some(r)) = (timer_fired, self.rare.as_mut()) {
+                            r.timer = None;
+                            let expired = r.credential_expiry.is_some_and(|t| t <= Instant::now());
+                            if expired {
+                                info!(client_id = %self.state.client_id, "credential expired: disconnecting");
+                                return Close::Server(
+                                    ReasonCode::NotAuthorized,
+                                    "credential expired",
+                                );
+                            }
+                        }
+                        if !self.session.take_keepalive_due() {
+                            continue;
+                        }
+                        let now = Instant::now();
+                        // Not ours (a wake armed by an earlier connection of the session): our
+                        // own deadline is still on the wheel.
+                        if idle_at.is_none_or(|t| t > now) {
+                            continue;
+                        }
+                        if self.is_pending() {
+                            // Packets wait unread behind an awaited decision: the client is
+                            // not idle; look again once it has been answered.
+                            self.last_rx = now;
+                        }
+                        idle_at =
+                            Some(self.last_rx + Duration::from_millis(self.idle_limit_ms.into()));
+                        if idle_at.is_some_and(|t| t <= now) {
+                            debug!(client_id = %self.state.client_id, "keep alive timeout");
+                            return Close::Server(ReasonCode::KeepAliveTimeout, "[MQTT-3.1.2-24]");
+                        }
+                        if let Some(t) = idle_at {
+                            self.router.keepalive.arm(&self.session, t);
+                        }
+                        // A keep-alive period has passed: give back what bursts left behind.
+                        if self.out.is_empty() {
                             self.out = BytesMut::new();
                         }
-                    }
-                }
-                Wake::Flushed(Ok(())) => needs_flush = false,
-                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Close::Io,
-                Wake::Read(Ok(n)) => {
-                    self.counts.bytes_received += n as u64;
-                    let asked = read_size.max(STACK_READ);
-                    if n >= asked {
-                        read_size = (asked * 2).min(MAX_READ);
-                    } else if n < read_size / 4 {
-                        // Below the stack buffer's size, no buffer is kept.
-                        read_size /= 2;
-                        if read_size < STACK_READ {
-                            read_size = 0;
-                        }
-                    }
-                    if let Err(close) = self.on_readable(&mut *rbuf) {
-                        return close;
-                    }
-                }
-                Wake::Gate(Ok(())) => {
-                    // The front entry is ready (its commit resolved, or it had none);
-                    // release it and the commit-free entries right behind it.
-                    let mut first = true;
-                    while let Some(rare) = self.rare.as_mut() {
-                        if !first && !matches!(rare.gated.front(), Some((None, _))) {
-                            break;
-                        }
-                        let Some((_, g)) = rare.gated.pop_front() else {
-                            break;
-                        };
-                        first = false;
-                        self.release(g);
-                    }
-                }
-                Wake::Gate(Err(e)) => {
-                    warn!(client_id = %self.state.client_id, error = %e, "store write failed; closing so the client resends");
-                    return Close::Server(ReasonCode::UnspecifiedError, "store write failed");
-                }
-                Wake::Decided(done) => {
-                    if let Err(close) = self.on_pending_done(done) {
-                        return close;
-                    }
-                    // A re-authentication may have changed when the credential expires:
-                    // the timer is re-armed from `credential_expiry` at the top of the loop.
-                    if let Err(close) = self.on_readable(&mut *rbuf) {
-                        return close;
-                    }
-                }
-                Wake::Notified | Wake::Timer => {
-                    if let (true, Some(r)) = (timer_fired, self.rare.as_mut()) {
-                        r.timer = None;
-                        let expired = r.credential_expiry.is_some_and(|t| t <= Instant::now());
-                        if expired {
-                            info!(client_id = %self.state.client_id, "credential expired: disconnecting");
-                            return Close::Server(ReasonCode::NotAuthorized, "credential expired");
-                        }
-                    }
-                    if !self.session.take_keepalive_due() {
-                        continue;
-                    }
-                    let now = Instant::now();
-                    // Not ours (a wake armed by an earlier connection of the session): our
-                    // own deadline is still on the wheel.
-                    if idle_at.is_none_or(|t| t > now) {
-                        continue;
-                    }
-                    if self.is_pending() {
-                        // Packets wait unread behind an awaited decision: the client is
-                        // not idle; look again once it has been answered.
-                        self.last_rx = now;
-                    }
-                    idle_at = self.idle_limit.map(|d| self.last_rx + d);
-                    if idle_at.is_some_and(|t| t <= now) {
-                        debug!(client_id = %self.state.client_id, "keep alive timeout");
-                        return Close::Server(ReasonCode::KeepAliveTimeout, "[MQTT-3.1.2-24]");
-                    }
-                    if let Some(t) = idle_at {
-                        self.router.keepalive.arm(&self.session, t);
-                    }
-                    // A keep-alive period has passed: give back what bursts left behind.
-                    if self.out.is_empty() {
-                        self.out = BytesMut::new();
-                    }
-                    if self.batch.is_empty() {
-                        self.batch = Vec::new();
                     }
                 }
             }
@@ -1360,7 +1405,11 @@ impl Conn {
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
         let cfg = self.router.cfg.clone();
         let size = p.payload.len() + p.topic.len() + 8;
-        match self.limiter.on_publish(size, Instant::now()) {
+        let now = Instant::now();
+        let limiter = self
+            .limiter
+            .get_or_insert_with(|| Box::new(self.router.limits.publish_limiter(now)));
+        match limiter.on_publish(size, now) {
             crate::limits::RateVerdict::Allow => {}
             crate::limits::RateVerdict::Wait(d) => {
                 // Back-pressure: this message goes through, further reads wait.
@@ -2205,11 +2254,12 @@ mod size_tests {
             std::mem::size_of::<F>()
         }
         let size = returned_size(super::run_connection::<tokio::io::DuplexStream, ()>);
-        assert!(size <= 560, "connection task future is {size} bytes");
+        assert!(size <= 312, "connection task future is {size} bytes");
         // The task of a plain TCP connection as the listener spawns it. tokio allocates the
         // future with 104 bytes of task header and trailer (tokio 1.54, x86_64), rounded up
-        // to 128 bytes: up to 664 bytes of future, the task takes 768 (it took 1408 when
-        // the keep-alive timer and the rare parts of `Conn` were in it).
+        // to 128 bytes: up to 408 bytes of future, the task takes 512 (it took 1408 when
+        // the keep-alive timer and the rare parts of `Conn` were in it, 768 before the
+        // authorization state and the publish limiter were boxed).
         type Hold = (
             (
                 crate::listener::ConnGuard,
@@ -2222,11 +2272,11 @@ mod size_tests {
             super::run_connection::<crate::transport::Prefixed<tokio::net::TcpStream>, Hold>,
         );
         assert!(
-            tcp <= 664,
+            tcp <= 408,
             "plain TCP connection task future is {tcp} bytes"
         );
         let conn = std::mem::size_of::<super::Conn>();
-        assert!(conn <= 368, "Conn is {conn} bytes");
+        assert!(conn <= 152, "Conn is {conn} bytes");
     }
 
     /// Every session pays for these while idle (and offline sessions for `SessionState`).

@@ -461,13 +461,16 @@ pub struct Limits {
 /// Releases the address and network slots of an admitted connection when dropped.
 pub struct AdmitGuard {
     limits: Arc<Limits>,
-    /// (address, network) slots held; `None` for a trusted proxy's connection.
-    slots: Option<(IpAddr, IpAddr)>,
+    /// The address whose slot (and its network's) is held; `None` for a trusted proxy's
+    /// connection. The network is derived again on release (the prefixes never change):
+    /// every connection's task carries this guard for its whole life.
+    slots: Option<IpAddr>,
 }
 
 impl Drop for AdmitGuard {
     fn drop(&mut self) {
-        if let Some((address, network)) = self.slots {
+        if let Some(address) = self.slots {
+            let network = self.limits.network_of(address);
             self.limits.addresses.lock().release(address);
             self.limits.networks.lock().release(network);
         }
@@ -678,7 +681,7 @@ impl Limits {
                 slots: None,
             });
         }
-        let network = network_of(peer, self.cfg.ipv4_prefix, self.cfg.ipv6_prefix);
+        let network = self.network_of(peer);
         if let Err(e) = self.addresses.lock().take(peer, ms) {
             let r = match e {
                 (true, _) => Refusal::AddressConnections,
@@ -698,8 +701,12 @@ impl Limits {
         }
         Ok(AdmitGuard {
             limits: self.clone(),
-            slots: Some((peer, network)),
+            slots: Some(peer),
         })
+    }
+
+    fn network_of(&self, peer: IpAddr) -> IpAddr {
+        network_of(peer, self.cfg.ipv4_prefix, self.cfg.ipv6_prefix)
     }
 
     /// Admission of a connection from a trusted PROXY-protocol peer: only overload and the

@@ -29,16 +29,19 @@ impl Metrics {
     }
 }
 
-/// Per-connection tallies flushed into [`Metrics`] after each burst.
+/// Per-connection tallies flushed into [`Metrics`] after each burst. 32-bit: every idle
+/// connection carries them, and a burst (one read of at most 64 KiB, one write, one drain
+/// of the queue up to the write high-water mark) is far below 2^32; byte counts saturate
+/// rather than wrap all the same.
 #[derive(Debug, Default)]
 pub struct LocalCounts {
-    pub messages_received: u64,
-    pub messages_sent: u64,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub publish_received: u64,
-    pub publish_sent: u64,
-    pub publish_dropped: u64,
+    pub messages_received: u32,
+    pub messages_sent: u32,
+    pub bytes_received: u32,
+    pub bytes_sent: u32,
+    pub publish_received: u32,
+    pub publish_sent: u32,
+    pub publish_dropped: u32,
 }
 
 impl LocalCounts {
@@ -48,13 +51,18 @@ impl LocalCounts {
     }
 
     pub fn flush(&mut self, m: &Metrics) {
-        Metrics::add(&m.messages_received, self.messages_received);
-        Metrics::add(&m.messages_sent, self.messages_sent);
-        Metrics::add(&m.bytes_received, self.bytes_received);
-        Metrics::add(&m.bytes_sent, self.bytes_sent);
-        Metrics::add(&m.publish_received, self.publish_received);
-        Metrics::add(&m.publish_sent, self.publish_sent);
-        Metrics::add(&m.publish_dropped, self.publish_dropped);
+        Metrics::add(&m.messages_received, self.messages_received.into());
+        Metrics::add(&m.messages_sent, self.messages_sent.into());
+        Metrics::add(&m.bytes_received, self.bytes_received.into());
+        Metrics::add(&m.bytes_sent, self.bytes_sent.into());
+        Metrics::add(&m.publish_received, self.publish_received.into());
+        Metrics::add(&m.publish_sent, self.publish_sent.into());
+        Metrics::add(&m.publish_dropped, self.publish_dropped.into());
         *self = LocalCounts::default();
+    }
+
+    /// `n` bytes added to a byte count, saturating.
+    pub fn add_bytes(count: &mut u32, n: usize) {
+        *count = count.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
     }
 }

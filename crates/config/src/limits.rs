@@ -60,7 +60,7 @@ pub struct LimitsConfig {
     /// Flapping: a client id that connects more than `flapping_max_connects` times within
     /// `flapping_window_secs` is banned for `flapping_ban_secs`. Defaults 500 in 60 s (a tight
     /// reconnect loop is caught within seconds; fleets of well-behaved devices may lower it to
-    /// a few per minute), banned 300 s. Worst case: 8 bytes per remembered connect, at most `flapping_max_connects` per
+    /// a few per minute), banned 300 s. Worst case: 4 bytes per remembered connect, at most `flapping_max_connects` per
     /// client id, for at most `max_tracked_sources` client ids.
     pub flapping_max_connects: u32,
     pub flapping_window_secs: u32,

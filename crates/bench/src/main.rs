@@ -91,6 +91,9 @@ struct Load {
     /// Handshakes in flight in the TLS handshake scenario.
     #[arg(long, default_value_t = 16)]
     tls_concurrency: usize,
+    /// Idle TLS connections held by the tls-idle scenario (below the 20,000 open-file cap).
+    #[arg(long, default_value_t = 5_000)]
+    tls_idle: usize,
     /// Read buffer per connection (bytes).
     #[arg(long, default_value_t = 64 * 1024)]
     read_buf: usize,
@@ -286,6 +289,7 @@ fn params(l: &Load, tls: Option<Arc<mqtt::TlsClient>>) -> Result<Params> {
         idle_max: l.idle_max.min(19_500),
         connect_concurrency: l.connect_concurrency.clamp(1, 4096),
         tls_concurrency: l.tls_concurrency.clamp(1, 1024),
+        tls_idle: l.tls_idle.clamp(1, 19_500),
         tls,
         read_buf: l.read_buf.clamp(1024, 16 << 20),
         source_addrs: l.source_addrs.min(250),

@@ -178,7 +178,7 @@ fn headline(scenario: &str) -> Vec<Metric> {
             ("p99 latency (us)", |s| s.p99_us),
             ("p99.9 latency (us)", |s| s.p999_us),
         ]
-    } else if scenario.starts_with("idle") {
+    } else if scenario.starts_with("idle") || scenario.starts_with("tls-idle") {
         vec![("RSS per connection (bytes)", |s| s.bytes_per_conn)]
     } else if scenario.starts_with("connect") {
         vec![
@@ -315,29 +315,32 @@ pub fn markdown(sums: &[Summary], brokers: &[String]) -> String {
     o
 }
 
-/// What one million idle connections would cost each broker, from the largest idle measurement.
+/// What one million idle connections (plain TCP, then TLS) would cost each broker, from the
+/// largest idle measurement of each kind.
 pub fn extrapolation(sums: &[Summary], brokers: &[String]) -> String {
     let mut o = String::new();
-    for b in brokers {
-        let best = sums
-            .iter()
-            .filter(|s| s.broker == *b && s.scenario.starts_with("idle"))
-            .filter(|s| s.bytes_per_conn.is_finite())
-            .max_by_key(|s| {
-                s.scenario
-                    .trim_start_matches("idle-")
-                    .trim_end_matches('k')
-                    .parse::<u64>()
-                    .unwrap_or(0)
-            });
-        if let Some(s) = best {
-            let gib = s.bytes_per_conn * 1e6 / (1u64 << 30) as f64;
-            let _ = writeln!(
-                o,
-                "- {b}: {:.0} bytes per idle connection (measured at {}) -> {:.2} GiB of broker \
-                 RSS for 1,000,000 idle connections",
-                s.bytes_per_conn, s.scenario, gib
-            );
+    for (prefix, kind) in [("idle-", ""), ("tls-idle-", " TLS")] {
+        for b in brokers {
+            let best = sums
+                .iter()
+                .filter(|s| s.broker == *b && s.scenario.starts_with(prefix))
+                .filter(|s| s.bytes_per_conn.is_finite())
+                .max_by_key(|s| {
+                    s.scenario
+                        .trim_start_matches(prefix)
+                        .trim_end_matches('k')
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                });
+            if let Some(s) = best {
+                let gib = s.bytes_per_conn * 1e6 / (1u64 << 30) as f64;
+                let _ = writeln!(
+                    o,
+                    "- {b}: {:.0} bytes per idle{kind} connection (measured at {}) -> {:.2} GiB \
+                     of broker RSS for 1,000,000 idle{kind} connections",
+                    s.bytes_per_conn, s.scenario, gib
+                );
+            }
         }
     }
     o

@@ -31,6 +31,7 @@ pub const ALL: &[&str] = &[
     "persist-offline",
     "tls-handshake",
     "tls-fanin-q0",
+    "tls-idle",
     "flood",
     "auth-argon2",
     "auth-argon2-cached",
@@ -166,6 +167,8 @@ pub struct Params {
     pub idle_max: usize,
     pub connect_concurrency: usize,
     pub tls_concurrency: usize,
+    /// Idle TLS connections held by the tls-idle scenario.
+    pub tls_idle: usize,
     pub tls: Option<SharedTls>,
     pub read_buf: usize,
     /// How many 127.0.0.x source addresses connections are spread over.
@@ -963,6 +966,95 @@ async fn tls_handshakes(t: &Target, p: &Params) -> Result<Record> {
     Ok(rec)
 }
 
+/// Idle broker memory per TLS connection: `tls_idle` connections, each a full TLS handshake
+/// then CONNECT/CONNACK, held open; broker RSS above its baseline divided by the connections.
+/// Long-lived TLS connections are what an IoT fleet holds, and TLS state (record buffers, keys)
+/// is most of what each one costs.
+async fn tls_idle(t: &Target, p: &Params) -> Result<Record> {
+    let addr = t.tls_addr.ok_or_else(|| anyhow!("no TLS listener"))?;
+    let tls = p
+        .tls
+        .clone()
+        .ok_or_else(|| anyhow!("TLS client not set up"))?;
+    let pid = t.pid.map(|x| x.to_string());
+    let base = pid.as_deref().and_then(rss_kb).unwrap_or(0);
+    let count = p.tls_idle.max(1);
+    let run = now_ns() % 1_000_000;
+    let tmpl = ConnectTemplate::new(&ConnectOpts::new(
+        format!("bench-tls-idle-{run}-"),
+        p.version,
+    ));
+    let next = Arc::new(AtomicU64::new(0));
+    let workers = p.tls_concurrency.clamp(1, count);
+    let mut hs = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (next, mut tmpl, tls) = (next.clone(), tmpl.clone(), tls.clone());
+        let nsrc = p.source_addrs;
+        hs.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut first_err = None;
+            loop {
+                let i = next.fetch_add(1, Relaxed) as usize;
+                if i >= count {
+                    break;
+                }
+                tmpl.set_number(i);
+                let r = async {
+                    let tcp = mqtt::tcp_connect(addr, source_ip(i, nsrc)).await?;
+                    let mut s = tls.connector.connect(tls.server_name.clone(), tcp).await?;
+                    s.write_all(&tmpl.bytes).await?;
+                    mqtt::read_connack(&mut s).await?;
+                    Ok::<_, anyhow::Error>(s)
+                };
+                match tokio::time::timeout(IO_TIMEOUT, r).await {
+                    Ok(Ok(s)) => got.push(s),
+                    Ok(Err(e)) => {
+                        first_err.get_or_insert(format!("{e:#}"));
+                    }
+                    Err(_) => {
+                        first_err.get_or_insert("TLS connection timed out".to_string());
+                    }
+                }
+            }
+            (got, first_err)
+        }));
+    }
+    let mut keep = Vec::with_capacity(count);
+    let mut first_err = None;
+    for h in hs {
+        match h.await {
+            Ok((got, e)) => {
+                keep.extend(got);
+                if first_err.is_none() {
+                    first_err = e;
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let name = format!("tls-idle-{}", short(count));
+    if let Some(e) = first_err {
+        return Ok(Record::failed(
+            &name,
+            &t.broker,
+            format!(
+                "{} of {count} TLS connections failed; first: {e}",
+                count - keep.len()
+            ),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss = pid.as_deref().and_then(rss_kb).unwrap_or(0);
+    let mut rec = Record::new(&name, &t.broker);
+    rec.rss_kb = rss;
+    rec.connections = keep.len() as u64;
+    rec.bytes_per_conn = (rss.saturating_sub(base) as f64 * 1024.0) / keep.len() as f64;
+    drop(keep);
+    Ok(rec)
+}
+
 /// What the broker must offer for a scenario.
 pub fn needs(name: &str) -> crate::broker::Needs {
     use crate::broker::Auth;
@@ -1029,6 +1121,7 @@ pub async fn run(name: &str, t: &Target, p: &Params) -> Result<Vec<Record>> {
         "connect" => connect(t, p).await?,
         "persist-offline" => persist_offline(t, p).await?,
         "tls-handshake" => vec![tls_handshakes(t, p).await?],
+        "tls-idle" => vec![tls_idle(t, p).await?],
         "flood" => crate::flood::flood(t, p).await?,
         "auth-argon2" | "auth-argon2-cached" | "auth-postgres" => {
             vec![crate::auth::rate(name, t, p).await?]
@@ -1167,6 +1260,7 @@ mod tests {
             idle_max: 60,
             connect_concurrency: 8,
             tls_concurrency: 2,
+            tls_idle: 20,
             tls: None,
             read_buf: 64 * 1024,
             // The toy broker listens on 127.0.0.1 only, like the real runs; keep the default
@@ -1283,8 +1377,65 @@ mod tests {
     #[tokio::test]
     async fn tls_scenarios_skip_without_a_tls_listener() {
         let t = target().await;
-        let recs = run("tls-handshake", &t, &params()).await.expect("runs");
-        assert!(recs[0].note.starts_with("skipped"), "{:?}", recs[0]);
+        for name in ["tls-handshake", "tls-idle"] {
+            let recs = run(name, &t, &params()).await.expect("runs");
+            assert!(recs[0].note.starts_with("skipped"), "{:?}", recs[0]);
+        }
+    }
+
+    /// A TLS listener that answers every CONNECT with a CONNACK and then holds the connection.
+    async fn toy_tls_broker() -> SocketAddr {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 256];
+                    if matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                        let _ = s.write_all(&[0x20, 2, 0, 0]).await;
+                        let _ = s.flush().await;
+                    }
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn tls_idle_holds_every_connection() {
+        let mut t = target().await;
+        t.tls_addr = Some(toy_tls_broker().await);
+        let mut p = params();
+        p.tls = Some(Arc::new(crate::tls::client().expect("client")));
+        let recs = tokio::time::timeout(Duration::from_secs(30), run("tls-idle", &t, &p))
+            .await
+            .expect("bounded")
+            .expect("runs");
+        let r = &recs[0];
+        assert_eq!(r.scenario, "tls-idle-20");
+        assert!(r.error.is_none(), "{r:?}");
+        assert_eq!(r.connections, 20, "{r:?}");
     }
 
     #[test]

@@ -71,6 +71,64 @@ impl CpuMeter {
     }
 }
 
+/// Nanoseconds the threads of `pid` ("self" for this process) have spent runnable but waiting
+/// for a CPU: the second field of each thread's `schedstat`. None when the kernel does not
+/// report it. Threads that exited are not counted.
+pub fn run_queue_wait_ns(pid: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut any = false;
+    for t in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(s) = fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(w) = s
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += w;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// How long the broker's and the tool's threads waited for a CPU over one window. On a shared
+/// machine this is what other processes cost a latency measurement: a broker thread that is
+/// woken while another process holds its core waits, and so does the tool's subscriber.
+pub struct WaitMeter {
+    broker: Option<String>,
+    broker0: Option<u64>,
+    tool0: Option<u64>,
+}
+
+impl WaitMeter {
+    pub fn start(broker_pid: Option<u32>) -> Self {
+        let broker = broker_pid.map(|p| p.to_string());
+        let broker0 = broker.as_deref().and_then(run_queue_wait_ns);
+        WaitMeter {
+            broker,
+            broker0,
+            tool0: run_queue_wait_ns("self"),
+        }
+    }
+
+    /// (broker, tool) milliseconds spent waiting for a CPU since `start`; None when unknown.
+    pub fn finish(&self) -> (Option<f64>, Option<f64>) {
+        let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e6),
+            _ => None,
+        };
+        (
+            ms(
+                self.broker0,
+                self.broker.as_deref().and_then(run_queue_wait_ns),
+            ),
+            ms(self.tool0, run_queue_wait_ns("self")),
+        )
+    }
+}
+
 /// A one-line description of the machine: CPU model, core count, memory, kernel.
 pub fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -111,5 +169,9 @@ mod tests {
         assert!(cpu_seconds("self").is_some());
         assert!(rss_kb("self").unwrap_or(0) > 0);
         assert!(machine().contains("cores"));
+        // Kernels without schedstat report nothing; with it, our own threads have a figure.
+        if std::path::Path::new("/proc/self/schedstat").exists() {
+            assert!(run_queue_wait_ns("self").is_some());
+        }
     }
 }

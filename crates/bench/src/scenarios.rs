@@ -16,7 +16,7 @@ use crate::hist::Hist;
 use crate::mqtt::{
     self, Conn, ConnectOpts, ConnectTemplate, Dial, PublishTemplate, SharedTls, Version,
 };
-use crate::procstat::{rss_kb, CpuMeter};
+use crate::procstat::{rss_kb, CpuMeter, WaitMeter};
 
 /// Every scenario name `--scenarios all` expands to, in run order.
 pub const ALL: &[&str] = &[
@@ -78,6 +78,10 @@ pub struct Record {
     pub duration_s: f64,
     pub connections: u64,
     pub bytes_per_conn: f64,
+    /// Fixed-rate latency: milliseconds the broker's and the tool's threads were runnable but
+    /// waiting for a CPU over the window (schedstat), i.e. what other processes cost the tail.
+    pub broker_wait_ms: f64,
+    pub tool_wait_ms: f64,
     pub note: String,
     pub error: Option<String>,
 }
@@ -104,6 +108,8 @@ impl Record {
             duration_s: 0.0,
             connections: 0,
             bytes_per_conn: f64::NAN,
+            broker_wait_ms: f64::NAN,
+            tool_wait_ms: f64::NAN,
             note: String::new(),
             error: None,
         }
@@ -716,6 +722,7 @@ async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record
     let total = p.warmup + p.duration;
     let mut sent = 0u64;
     let mut meter = None;
+    let mut waits = None;
     let mut r0 = 0;
     let mut t0 = start;
     let mut window_sent = 0u64;
@@ -724,6 +731,7 @@ async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record
         let el = start.elapsed();
         if meter.is_none() && el >= p.warmup {
             meter = Some(CpuMeter::start(t.pid));
+            waits = Some(WaitMeter::start(t.pid));
             r0 = sh.received.load(Relaxed);
             t0 = Instant::now();
             window_sent = sent;
@@ -748,6 +756,7 @@ async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record
     let r1 = sh.received.load(Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     let (bcpu, tcpu) = meter.map(|m| m.finish()).unwrap_or((f64::NAN, f64::NAN));
+    let (bwait, twait) = waits.map(|w| w.finish()).unwrap_or((None, None));
     let rss = t.pid.and_then(|pid| rss_kb(&pid.to_string())).unwrap_or(0);
     let t1 = Instant::now();
     while sh.received.load(Relaxed) < sent && t1.elapsed() < Duration::from_secs(1) {
@@ -770,6 +779,18 @@ async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record
     let offered = (sent - window_sent) as f64 / elapsed;
     if offered < rate as f64 * 0.98 {
         rec.note = format!("offered only {offered:.0} msg/s (the tool fell behind)");
+    }
+    rec.broker_wait_ms = bwait.unwrap_or(f64::NAN);
+    rec.tool_wait_ms = twait.unwrap_or(f64::NAN);
+    if let (Some(b), Some(w)) = (bwait, twait) {
+        // Both processes sleep between ticks: time spent runnable but off a CPU is other
+        // processes' doing, and it lands in the tail percentiles.
+        let waited = format!("waited for a CPU: broker {b:.1} ms, tool {w:.1} ms");
+        rec.note = if rec.note.is_empty() {
+            waited
+        } else {
+            format!("{}; {waited}", rec.note)
+        };
     }
     if let Some(e) = sh.first_error() {
         rec.error = Some(e);
@@ -1319,6 +1340,12 @@ mod tests {
         // 5,000 msg/s for 0.4 s in all, give or take a timer tick.
         assert!((1500..=2100).contains(&r.sent), "{r:?}");
         assert_eq!(r.lost, 0, "{r:?}");
+        // The tool's wait for a CPU is known wherever the kernel keeps schedstat; the broker's
+        // only with its pid.
+        if std::path::Path::new("/proc/self/schedstat").exists() {
+            assert!(r.tool_wait_ms >= 0.0, "{r:?}");
+        }
+        assert!(r.broker_wait_ms.is_nan(), "{r:?}");
     }
 
     #[tokio::test]

@@ -786,16 +786,17 @@ impl Conn {
     /// PUBREL, and as many PUBLISHes as the client's Receive Maximum leaves room for (QoS 2
     /// messages awaiting PUBCOMP count); the rest follow from `resend_backlog`.
     fn resend_inflight(&mut self) {
-        let ids: Vec<u16> = self.state.outbound_order.iter().copied().collect();
+        let ids: Vec<u16> = self.state.flight().outbound_order.iter().copied().collect();
         let released = self
             .state
+            .flight()
             .outbound
             .values()
             .filter(|f| matches!(f, OutFlight::Released { .. }))
             .count();
         let mut room = usize::from(self.send_window).saturating_sub(released);
         for id in ids {
-            match self.state.outbound.get(&id).cloned() {
+            match self.state.flight().outbound.get(&id).cloned() {
                 Some(OutFlight::Publish(_)) if room == 0 => self.rare().resend.push_back(id),
                 Some(OutFlight::Publish(d)) => {
                     room -= 1;
@@ -818,17 +819,18 @@ impl Conn {
         if r.resend.is_empty() {
             return;
         }
-        let outbound = &self.state.outbound;
+        let outbound = &self.state.flight().outbound;
         r.resend.retain(|id| outbound.contains_key(id));
         loop {
             let held = self.rare.as_ref().map_or(0, |r| r.resend.len());
-            if held == 0 || self.state.outbound.len() - held >= usize::from(self.send_window) {
+            let in_flight = self.state.flight().outbound.len();
+            if held == 0 || in_flight - held >= usize::from(self.send_window) {
                 return;
             }
             let Some(id) = self.rare.as_mut().and_then(|r| r.resend.pop_front()) else {
                 return;
             };
-            if let Some(OutFlight::Publish(d)) = self.state.outbound.get(&id).cloned() {
+            if let Some(OutFlight::Publish(d)) = self.state.flight().outbound.get(&id).cloned() {
                 self.resend_publish(id, &d);
             }
         }
@@ -933,7 +935,8 @@ impl Conn {
         // The clock is read only if a message carries an expiry.
         let mut now: Option<Instant> = None;
         while self.out.len() < WRITE_HIGH_WATER {
-            let mut room = usize::from(self.send_window).saturating_sub(self.state.outbound.len());
+            let mut room =
+                usize::from(self.send_window).saturating_sub(self.state.flight().outbound.len());
             {
                 let mut q = self.session.queue.lock();
                 while batch.len() < DRAIN_BATCH {
@@ -985,8 +988,9 @@ impl Conn {
                                 QueuedState::Inflight { packet_id: id },
                             );
                         }
-                        self.state.outbound.insert(id, OutFlight::Publish(d));
-                        self.state.outbound_order.push_back(id);
+                        let f = self.state.flight_mut();
+                        f.outbound.insert(id, OutFlight::Publish(d));
+                        f.outbound_order.push_back(id);
                     } else {
                         self.forget_stored(d.seq);
                     }
@@ -1238,6 +1242,7 @@ impl Conn {
                         if self.out.is_empty() {
                             self.out = BytesMut::new();
                         }
+                        self.state.shrink();
                     }
                 }
             }
@@ -1280,7 +1285,8 @@ impl Conn {
         match p {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
-                if let Some(OutFlight::Publish(d)) = self.state.outbound.get(&a.packet_id) {
+                if let Some(OutFlight::Publish(d)) = self.state.flight().outbound.get(&a.packet_id)
+                {
                     if d.qos == QoS::AtLeastOnce {
                         let seq = d.seq;
                         self.state.forget_outbound(a.packet_id);
@@ -1290,7 +1296,7 @@ impl Conn {
                 Ok(())
             }
             Packet::PubRec(a) => {
-                let seq = match self.state.outbound.get(&a.packet_id) {
+                let seq = match self.state.flight().outbound.get(&a.packet_id) {
                     Some(OutFlight::Publish(d)) if d.qos == QoS::ExactlyOnce => d.seq,
                     Some(OutFlight::Released { seq }) => *seq,
                     _ => {
@@ -1308,6 +1314,7 @@ impl Conn {
                     return Ok(());
                 }
                 self.state
+                    .flight_mut()
                     .outbound
                     .insert(a.packet_id, OutFlight::Released { seq });
                 // PUBREL only once "PUBREC received" is durable: after a restart the broker
@@ -1327,7 +1334,7 @@ impl Conn {
                 Ok(())
             }
             Packet::PubRel(r) => {
-                let known = self.state.inbound_qos2.remove(&r.packet_id);
+                let known = self.state.forget_inbound_qos2(r.packet_id);
                 if known && self.persistent() {
                     let mut b = WriteBatch::new();
                     b.delete_inbound_qos2(&*self.state.client_id, r.packet_id);
@@ -1349,7 +1356,9 @@ impl Conn {
                 Ok(())
             }
             Packet::PubComp(c) => {
-                if let Some(OutFlight::Released { seq }) = self.state.outbound.get(&c.packet_id) {
+                if let Some(OutFlight::Released { seq }) =
+                    self.state.flight().outbound.get(&c.packet_id)
+                {
                     let seq = *seq;
                     self.state.forget_outbound(c.packet_id);
                     self.forget_stored(seq);
@@ -1472,16 +1481,19 @@ impl Conn {
                 "topic exceeds configured limits",
             ));
         }
-        if p.dup && p.qos == QoS::ExactlyOnce && !self.state.inbound_qos2.contains(&p.packet_id) {
+        if p.dup
+            && p.qos == QoS::ExactlyOnce
+            && !self.state.flight().inbound_qos2.contains(&p.packet_id)
+        {
             debug!(client_id = %self.state.client_id, packet_id = p.packet_id, "QoS 2 PUBLISH with DUP for an unknown packet id: routed as new");
         }
-        if p.qos == QoS::ExactlyOnce && self.state.inbound_qos2.contains(&p.packet_id) {
+        if p.qos == QoS::ExactlyOnce && self.state.flight().inbound_qos2.contains(&p.packet_id) {
             // Re-sent PUBLISH before PUBREL: acknowledge again, never route twice ([MQTT-4.3.3-10]).
             self.ack_publish(p.qos, p.packet_id, ReasonCode::Success);
             return Ok(());
         }
         if p.qos == QoS::ExactlyOnce
-            && self.state.inbound_qos2.len() >= usize::from(cfg.mqtt.receive_maximum)
+            && self.state.flight().inbound_qos2.len() >= usize::from(cfg.mqtt.receive_maximum)
         {
             return Err(Close::Server(
                 ReasonCode::ReceiveMaximumExceeded,
@@ -1574,7 +1586,7 @@ impl Conn {
         }
         self.router.publish_with(&msg, &mut ctx);
         if p.qos == QoS::ExactlyOnce {
-            self.state.inbound_qos2.insert(p.packet_id);
+            self.state.flight_mut().inbound_qos2.insert(p.packet_id);
             if self.persistent() {
                 ctx.batch
                     .put_inbound_qos2(&*self.state.client_id, p.packet_id);
@@ -1981,7 +1993,8 @@ impl Conn {
             self.version,
             0,
         ));
-        let state = std::mem::replace(&mut self.state, fresh);
+        let mut state = std::mem::replace(&mut self.state, fresh);
+        state.shrink();
         let mut slot = self.session.slot.lock();
         slot.parked = Some(state);
         if slot.conn.as_ref().map(|h| h.id) == Some(self.conn_id) {
@@ -2104,7 +2117,7 @@ impl Conn {
                 ));
                 self.router.commit_detached(b);
             }
-            let state = std::mem::replace(
+            let mut state = std::mem::replace(
                 &mut self.state,
                 Box::new(SessionState::new(
                     session.client_id.clone(),
@@ -2112,6 +2125,8 @@ impl Conn {
                     0,
                 )),
             );
+            // An offline session keeps only what is still in flight.
+            state.shrink();
             slot.parked = Some(state);
             drop(slot);
             crate::timers::schedule_expiry(&self.router, &session, generation, expiry);
@@ -2285,6 +2300,7 @@ mod size_tests {
         let shared = std::mem::size_of::<crate::session::SessionShared>();
         assert!(shared <= 184, "SessionShared is {shared} bytes");
         let state = std::mem::size_of::<crate::session::SessionState>();
-        assert!(state <= 144, "SessionState is {state} bytes");
+        // 144 before the in-flight collections were boxed (`SessionState::flight`).
+        assert!(state <= 72, "SessionState is {state} bytes");
     }
 }

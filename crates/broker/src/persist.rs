@@ -264,7 +264,7 @@ pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
         }
         shared.set_plain_subscriptions(&state);
         for id in &s.inbound_qos2 {
-            state.inbound_qos2.insert(*id);
+            state.flight_mut().inbound_qos2.insert(*id);
         }
         let mut max_seq = 0;
         for q in s.queue {
@@ -287,14 +287,15 @@ pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
             match q.state {
                 QueuedState::Queued => shared.push_restored(d),
                 QueuedState::Inflight { packet_id } => {
-                    state.outbound.insert(packet_id, OutFlight::Publish(d));
-                    state.outbound_order.push_back(packet_id);
+                    let f = state.flight_mut();
+                    f.outbound.insert(packet_id, OutFlight::Publish(d));
+                    f.outbound_order.push_back(packet_id);
                 }
                 QueuedState::PubrelPending { packet_id } => {
-                    state
-                        .outbound
+                    let f = state.flight_mut();
+                    f.outbound
                         .insert(packet_id, OutFlight::Released { seq: q.seq });
-                    state.outbound_order.push_back(packet_id);
+                    f.outbound_order.push_back(packet_id);
                 }
             }
         }

@@ -491,8 +491,9 @@ impl Router {
             .into_iter()
             .filter(|d| d.shared_group.is_some() && d.qos != QoS::AtMostOnce)
             .collect();
-        for id in &state.outbound_order {
-            if let Some(crate::session::OutFlight::Publish(d)) = state.outbound.get(id) {
+        let flight = state.flight();
+        for id in &flight.outbound_order {
+            if let Some(crate::session::OutFlight::Publish(d)) = flight.outbound.get(id) {
                 // A QoS 2 message already sent to this member is never handed to another,
                 // even though this member's session ends first ([MQTT-4.8.2-5]): the
                 // member may have delivered it, and QoS 2 promises once at most.

@@ -255,14 +255,9 @@ pub struct SessionState {
     /// Key: (share group, filter) as subscribed. Ordered maps here and below: they carry no
     /// per-session hasher state (16 bytes each, for every idle session) and are small.
     pub subscriptions: BTreeMap<(Option<Arc<str>>, Arc<str>), SubRecord>,
-    /// Ordered by packet id allocation order is not needed: resend order is by insertion,
-    /// tracked with `outbound_order`.
-    pub outbound: BTreeMap<u16, OutFlight>,
-    /// Packet ids in the order they were sent, for in-order resend ([MQTT-4.6.0-1]).
-    pub outbound_order: VecDeque<u16>,
-    /// Inbound QoS 2 packet ids whose PUBREC was sent and whose PUBREL has not arrived: a
-    /// re-sent PUBLISH with one of these ids is not routed again (exactly once).
-    pub inbound_qos2: BTreeSet<u16>,
+    /// QoS 1/2 messages in flight, boxed and created on first use: an idle session has none,
+    /// and the three empty collections would cost it 80 bytes (see [`SessionState::flight`]).
+    flight: Option<Box<InFlight>>,
     pub next_packet_id: u16,
     /// The identity that owns the session (`rampart_auth::Identity::owner_key`): while the
     /// session is offline, another identity may not take it over. `None`: created in open
@@ -278,9 +273,7 @@ impl SessionState {
             protocol,
             expiry_interval,
             subscriptions: BTreeMap::new(),
-            outbound: BTreeMap::new(),
-            outbound_order: VecDeque::new(),
-            inbound_qos2: BTreeSet::new(),
+            flight: None,
             next_packet_id: 1,
             owner: None,
         }
@@ -292,7 +285,7 @@ impl SessionState {
         for _ in 0..u16::MAX {
             let id = self.next_packet_id;
             self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-            if !self.outbound.contains_key(&id) {
+            if !self.flight().outbound.contains_key(&id) {
                 return Some(id);
             }
         }
@@ -300,14 +293,67 @@ impl SessionState {
     }
 
     pub fn forget_outbound(&mut self, id: u16) {
-        self.outbound.remove(&id);
-        if self.outbound_order.front() == Some(&id) {
-            self.outbound_order.pop_front();
-        } else if let Some(pos) = self.outbound_order.iter().position(|x| *x == id) {
-            self.outbound_order.remove(pos);
+        let Some(f) = self.flight.as_mut() else {
+            return;
+        };
+        f.outbound.remove(&id);
+        if f.outbound_order.front() == Some(&id) {
+            f.outbound_order.pop_front();
+        } else if let Some(pos) = f.outbound_order.iter().position(|x| *x == id) {
+            f.outbound_order.remove(pos);
+        }
+    }
+
+    /// True if `id` was an inbound QoS 2 packet id awaiting its PUBREL.
+    pub fn forget_inbound_qos2(&mut self, id: u16) -> bool {
+        self.flight
+            .as_mut()
+            .is_some_and(|f| f.inbound_qos2.remove(&id))
+    }
+
+    /// What is in flight (empty collections while nothing is).
+    pub fn flight(&self) -> &InFlight {
+        self.flight.as_deref().unwrap_or(&NO_FLIGHT)
+    }
+
+    /// What is in flight, for a change: allocated here if nothing was.
+    pub fn flight_mut(&mut self) -> &mut InFlight {
+        self.flight.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the in-flight collections once nothing is in flight (after a burst).
+    pub fn shrink(&mut self) {
+        if self.flight.as_ref().is_some_and(|f| f.is_empty()) {
+            self.flight = None;
         }
     }
 }
+
+/// The QoS 1/2 state of a session's messages in flight (part of [`SessionState`]).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Ordered by packet id allocation order is not needed: resend order is by insertion,
+    /// tracked with `outbound_order`.
+    pub outbound: BTreeMap<u16, OutFlight>,
+    /// Packet ids in the order they were sent, for in-order resend ([MQTT-4.6.0-1]).
+    pub outbound_order: VecDeque<u16>,
+    /// Inbound QoS 2 packet ids whose PUBREC was sent and whose PUBREL has not arrived: a
+    /// re-sent PUBLISH with one of these ids is not routed again (exactly once).
+    pub inbound_qos2: BTreeSet<u16>,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.outbound.is_empty() && self.outbound_order.is_empty() && self.inbound_qos2.is_empty()
+    }
+}
+
+/// What [`SessionState::flight`] shows for a session with nothing in flight.
+static NO_FLIGHT: InFlight = InFlight {
+    outbound: BTreeMap::new(),
+    outbound_order: VecDeque::new(),
+    inbound_qos2: BTreeSet::new(),
+};
 
 /// All sessions by client id, sharded so that connects on different cores rarely contend.
 pub struct Registry {
@@ -405,5 +451,35 @@ impl Registry {
 
     pub fn closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle session carries no in-flight collections; they come with the first message
+    /// in flight and go once it has been acknowledged and the state is shrunk.
+    #[test]
+    fn in_flight_state_is_allocated_only_while_used() {
+        let mut s = SessionState::new(Arc::from("c"), ProtocolVersion::V311, 0);
+        assert!(s.flight.is_none());
+        assert!(!s.forget_inbound_qos2(7));
+        s.forget_outbound(3);
+        assert_eq!(s.alloc_packet_id(), Some(1));
+        assert!(s.flight.is_none());
+        let f = s.flight_mut();
+        f.outbound.insert(2, OutFlight::Released { seq: 0 });
+        f.outbound_order.push_back(2);
+        f.inbound_qos2.insert(7);
+        // Packet id 2 is in flight: it is skipped.
+        assert_eq!(s.alloc_packet_id(), Some(3));
+        s.shrink();
+        assert!(s.flight.is_some());
+        s.forget_outbound(2);
+        assert!(s.forget_inbound_qos2(7));
+        assert!(s.flight().outbound_order.is_empty());
+        s.shrink();
+        assert!(s.flight.is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! Readings from /proc: CPU time and resident memory of a process, and what machine this is.
 
+use std::collections::BTreeMap;
 use std::fs;
 
 /// Linux reports utime/stime in clock ticks; USER_HZ is 100 on every mainstream architecture and
@@ -71,13 +72,15 @@ impl CpuMeter {
     }
 }
 
-/// Nanoseconds the threads of `pid` ("self" for this process) have spent runnable but waiting
-/// for a CPU: the second field of each thread's `schedstat`. None when the kernel does not
-/// report it. Threads that exited are not counted.
-pub fn run_queue_wait_ns(pid: &str) -> Option<u64> {
-    let mut total = 0u64;
-    let mut any = false;
+/// Nanoseconds each thread of `pid` ("self" for this process) has spent runnable but waiting
+/// for a CPU, by thread id: the second field of each thread's `schedstat`. None when the kernel
+/// does not report it.
+pub fn run_queue_waits(pid: &str) -> Option<BTreeMap<u64, u64>> {
+    let mut waits = BTreeMap::new();
     for t in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
         let Ok(s) = fs::read_to_string(t.path().join("schedstat")) else {
             continue;
         };
@@ -86,45 +89,50 @@ pub fn run_queue_wait_ns(pid: &str) -> Option<u64> {
             .nth(1)
             .and_then(|v| v.parse::<u64>().ok())
         {
-            total += w;
-            any = true;
+            waits.insert(tid, w);
         }
     }
-    any.then_some(total)
+    (!waits.is_empty()).then_some(waits)
 }
 
 /// How long the broker's and the tool's threads waited for a CPU over one window. On a shared
 /// machine this is what other processes cost a latency measurement: a broker thread that is
 /// woken while another process holds its core waits, and so does the tool's subscriber.
+/// Counted per thread, so that a thread that starts or ends within the window does not skew
+/// the others (what a thread that ended waited within the window is not counted).
 pub struct WaitMeter {
     broker: Option<String>,
-    broker0: Option<u64>,
-    tool0: Option<u64>,
+    broker0: Option<BTreeMap<u64, u64>>,
+    tool0: Option<BTreeMap<u64, u64>>,
 }
 
 impl WaitMeter {
     pub fn start(broker_pid: Option<u32>) -> Self {
         let broker = broker_pid.map(|p| p.to_string());
-        let broker0 = broker.as_deref().and_then(run_queue_wait_ns);
+        let broker0 = broker.as_deref().and_then(run_queue_waits);
         WaitMeter {
             broker,
             broker0,
-            tool0: run_queue_wait_ns("self"),
+            tool0: run_queue_waits("self"),
         }
     }
 
     /// (broker, tool) milliseconds spent waiting for a CPU since `start`; None when unknown.
     pub fn finish(&self) -> (Option<f64>, Option<f64>) {
-        let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e6),
-            _ => None,
+        let ms = |before: &Option<BTreeMap<u64, u64>>, after: Option<BTreeMap<u64, u64>>| {
+            let (before, after) = (before.as_ref()?, after?);
+            let ns: u64 = after
+                .iter()
+                .map(|(tid, w)| w.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+                .sum();
+            Some(ns as f64 / 1e6)
         };
         (
             ms(
-                self.broker0,
-                self.broker.as_deref().and_then(run_queue_wait_ns),
+                &self.broker0,
+                self.broker.as_deref().and_then(run_queue_waits),
             ),
-            ms(self.tool0, run_queue_wait_ns("self")),
+            ms(&self.tool0, run_queue_waits("self")),
         )
     }
 }
@@ -171,7 +179,10 @@ mod tests {
         assert!(machine().contains("cores"));
         // Kernels without schedstat report nothing; with it, our own threads have a figure.
         if std::path::Path::new("/proc/self/schedstat").exists() {
-            assert!(run_queue_wait_ns("self").is_some());
+            assert!(run_queue_waits("self").is_some_and(|w| !w.is_empty()));
+            let m = WaitMeter::start(Some(std::process::id()));
+            let (b, t) = m.finish();
+            assert!(b.is_some_and(|v| v >= 0.0) && t.is_some_and(|v| v >= 0.0));
         }
     }
 }

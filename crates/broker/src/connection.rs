@@ -161,7 +161,7 @@ pub async fn serve_connection<S, G>(
     // From here on, shutdown reaches the connection through its session (`Registry::close`).
     drop(shutdown);
     tokio::spawn(run_connection(Running {
-        conn,
+        conn: Box::new(conn),
         io,
         rbuf,
         hold,
@@ -171,7 +171,11 @@ pub async fn serve_connection<S, G>(
 /// What the connection's own task owns, in one argument used in place: a task's future keeps
 /// its arguments, and moving them into locals would hold each twice.
 struct Running<S, G> {
-    conn: Conn,
+    /// Boxed: tokio allocates the task 128-byte aligned, which glibc serves with about 160
+    /// bytes of leading and trailing pieces that small allocations fill; `Conn` fits in
+    /// them, while inline it kept the task a size class (128 B) larger (BENCHMARKS.md, idle
+    /// memory per connection).
+    conn: Box<Conn>,
     io: S,
     rbuf: BytesMut,
     /// The listener's connection slots, held until the connection ends.
@@ -2269,12 +2273,12 @@ mod size_tests {
             std::mem::size_of::<F>()
         }
         let size = returned_size(super::run_connection::<tokio::io::DuplexStream, ()>);
-        assert!(size <= 312, "connection task future is {size} bytes");
+        assert!(size <= 168, "connection task future is {size} bytes");
         // The task of a plain TCP connection as the listener spawns it. tokio allocates the
         // future with 104 bytes of task header and trailer (tokio 1.54, x86_64), rounded up
-        // to 128 bytes: up to 408 bytes of future, the task takes 512 (it took 1408 when
+        // to 128 bytes: up to 280 bytes of future, the task takes 384 (it took 1408 when
         // the keep-alive timer and the rare parts of `Conn` were in it, 768 before the
-        // authorization state and the publish limiter were boxed).
+        // authorization state and the publish limiter were boxed, 512 before `Conn` was).
         type Hold = (
             (
                 crate::listener::ConnGuard,
@@ -2287,7 +2291,7 @@ mod size_tests {
             super::run_connection::<crate::transport::Prefixed<tokio::net::TcpStream>, Hold>,
         );
         assert!(
-            tcp <= 408,
+            tcp <= 280,
             "plain TCP connection task future is {tcp} bytes"
         );
         let conn = std::mem::size_of::<super::Conn>();

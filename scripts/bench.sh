@@ -81,12 +81,16 @@ elif [ "${NO_PG:-0}" != 1 ]; then
         fi
         trap pg_stop EXIT
         # On the broker's CPU: the database is part of the system under test, not of the load.
+        # On the broker's core (it is the broker's backend in auth-postgres), with its
+        # background writers slowed to once per 10 s and autovacuum off: idle in every other
+        # scenario, they would otherwise wake on that core every 200 ms and show in the
+        # latency tails (BENCHMARKS.md, "Latency at 5k msg/s").
         pin_pg=()
         if [ "$(nproc)" -ge 2 ]; then pin_pg=(taskset -c 0); fi
         if "${pg_as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U bench --pwfile="$pg_dir/pw" \
                 --auth-local=trust --auth-host=scram-sha-256 >"$pg_dir/initdb.log" 2>&1 \
             && "${pin_pg[@]}" "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" \
-                -w -t 30 -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off" \
+                -w -t 30 -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c autovacuum=off -c bgwriter_delay=10s -c wal_writer_delay=10s -c checkpoint_timeout=1h" \
                 start >/dev/null \
             && "${pg_as[@]}" "$pg_bin/psql" -h "$pg_dir" -p "$pg_port" -U bench -d postgres \
                 -qc "CREATE DATABASE bench" >/dev/null; then

@@ -11,7 +11,7 @@ use crate::message::Delivery;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use rampart_codec::{ProtocolVersion, SubscriptionOptions};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -373,7 +373,35 @@ pub struct Registry {
 
 const REGISTRY_SHARDS: usize = 64;
 
-type ShardMap = HashMap<Arc<str>, Arc<SessionShared>, ahash::RandomState>;
+/// The sessions of one shard as a set keyed by their own client ids: a slot is the 8-byte
+/// `Arc`, not a copy of the 16-byte `Arc<str>` key beside it (every session pays for its
+/// slot, at the table's load factor).
+type ShardMap = HashSet<Registered, ahash::RandomState>;
+
+/// A registered session: hashes and compares as its client id, so that the set is looked
+/// up by `&str`.
+struct Registered(Arc<SessionShared>);
+
+impl std::borrow::Borrow<str> for Registered {
+    fn borrow(&self) -> &str {
+        &self.0.client_id
+    }
+}
+
+impl std::hash::Hash for Registered {
+    // As `str` hashes, which `Borrow<str>` requires.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (*self.0.client_id).hash(h);
+    }
+}
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for Registered {}
 
 impl Default for Registry {
     fn default() -> Self {
@@ -401,22 +429,22 @@ impl Registry {
     ) -> Arc<SessionShared> {
         let mut m = self.shard(id).lock();
         if let Some(s) = m.get(id) {
-            return s.clone();
+            return s.0.clone();
         }
         let s = Arc::new(make());
-        m.insert(s.client_id.clone(), s.clone());
+        m.insert(Registered(s.clone()));
         s
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<SessionShared>> {
-        self.shard(id).lock().get(id).cloned()
+        self.shard(id).lock().get(id).map(|s| s.0.clone())
     }
 
     /// Remove `s` only if it is still the registered session for its client id.
     pub fn remove_if_same(&self, s: &Arc<SessionShared>) -> bool {
         let mut m = self.shard(&s.client_id).lock();
         match m.get(&*s.client_id) {
-            Some(cur) if Arc::ptr_eq(cur, s) => {
+            Some(cur) if Arc::ptr_eq(&cur.0, s) => {
                 m.remove(&*s.client_id);
                 true
             }
@@ -443,8 +471,8 @@ impl Registry {
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         for shard in &self.shards {
-            for s in shard.lock().values() {
-                s.wake();
+            for s in shard.lock().iter() {
+                s.0.wake();
             }
         }
     }
@@ -481,5 +509,26 @@ mod tests {
         assert!(s.flight().outbound_order.is_empty());
         s.shrink();
         assert!(s.flight.is_none());
+    }
+
+    /// The registry finds a session by its client id and removes only the session it holds.
+    #[test]
+    fn registry_keys_sessions_by_their_client_id() {
+        let r = Registry::default();
+        fn make(id: &'static str) -> impl FnOnce() -> SessionShared {
+            move || SessionShared::new(Arc::from(id), 10, 1000)
+        }
+        let a = r.get_or_create("a", make("a"));
+        assert!(Arc::ptr_eq(&r.get_or_create("a", make("a")), &a));
+        let b = r.get_or_create("b", make("b"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&r.get("b").unwrap(), &b));
+        assert!(r.get("c").is_none());
+        assert_eq!(r.len(), 2);
+        let stale = Arc::new(SessionShared::new(Arc::from("a"), 10, 1000));
+        assert!(!r.remove_if_same(&stale));
+        assert!(r.remove_if_same(&a));
+        assert!(r.get("a").is_none());
+        assert_eq!(r.len(), 1);
     }
 }

@@ -17,6 +17,7 @@ pub mod router;
 pub mod session;
 pub mod sys;
 pub mod timers;
+pub mod tls_stream;
 pub mod transport;
 
 use rampart_config::Config;

@@ -323,24 +323,29 @@ async fn tls_connection<G: Send + 'static>(
     let Some(tls) = &shared.tls else { return };
     let cfg = &shared.cfg;
     let client = info.peer;
-    let acceptor = tls.acceptor();
     // Boxed, like every transport-specific future: a plain TCP connection must not carry
     // the size of a TLS handshake or a WebSocket stream for its whole life.
-    let tls_stream =
-        match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                stats::bump(&STATS.tls_failures);
-                debug!(listener = %cfg.name, peer = %client, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                stats::bump(&STATS.handshake_timeouts);
-                debug!(listener = %cfg.name, peer = %client, "TLS handshake timed out");
-                return;
-            }
-        };
-    info.tls = Some(rampart_tls::tls_info(tls_stream.get_ref().1));
+    let accepted = tokio::time::timeout_at(
+        deadline,
+        Box::pin(crate::tls_stream::accept(stream, tls.current())),
+    )
+    .await;
+    let tls_stream = match accepted {
+        Ok(Ok((s, tls_info))) => {
+            info.tls = Some(tls_info);
+            s
+        }
+        Ok(Err(e)) => {
+            stats::bump(&STATS.tls_failures);
+            debug!(listener = %cfg.name, peer = %client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            stats::bump(&STATS.handshake_timeouts);
+            debug!(listener = %cfg.name, peer = %client, "TLS handshake timed out");
+            return;
+        }
+    };
     stats::bump(&STATS.tls_handshakes);
     if let Some(id) = info.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
         debug!(listener = %cfg.name, peer = %client, subject = %id.subject_dn, "client certificate verified");

@@ -2,7 +2,7 @@
 //! fingerprint, for authentication (certificate as username or client id) and ACL rules.
 
 use rampart_core::conn_info::{CertIdentity, TlsInfo};
-use rustls::ServerConnection;
+use rustls::{CommonState, ServerConnection};
 use std::fmt::Write as _;
 use x509_parser::prelude::*;
 
@@ -113,6 +113,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// What the handshake established, for `ConnInfo`.
 pub fn tls_info(conn: &ServerConnection) -> TlsInfo {
+    tls_info_common(conn, conn.server_name().map(str::to_string))
+}
+
+/// `tls_info` for a connection driven through rustls's unbuffered API, whose common state
+/// holds everything but the SNI name (not exposed there): the caller passes the name it read
+/// from the ClientHello ([`crate::hello::client_hello_sni`]).
+pub fn tls_info_common(conn: &CommonState, server_name: Option<String>) -> TlsInfo {
     TlsInfo {
         protocol: conn.protocol_version().map(|v| match v {
             rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
@@ -122,7 +129,7 @@ pub fn tls_info(conn: &ServerConnection) -> TlsInfo {
         cipher_suite: conn
             .negotiated_cipher_suite()
             .map(|s| format!("{:?}", s.suite())),
-        server_name: conn.server_name().map(str::to_string),
+        server_name,
         client_cert: conn
             .peer_certificates()
             .and_then(|c| c.first())

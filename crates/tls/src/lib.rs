@@ -10,6 +10,7 @@
 pub mod alarms;
 pub mod der;
 pub mod expiry;
+pub mod hello;
 pub mod http;
 pub mod identity;
 pub mod material;
@@ -20,7 +21,7 @@ pub mod resolver;
 pub mod stats;
 pub mod verifier;
 
-pub use identity::{cert_identity, tls_info};
+pub use identity::{cert_identity, tls_info, tls_info_common};
 pub use reload::{start, TlsSource};
 pub use rustls;
 pub use tokio_rustls;

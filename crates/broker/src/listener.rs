@@ -53,6 +53,11 @@ pub async fn bind(cfg: &ListenerConfig) -> anyhow::Result<Bound> {
     // setsockopt per connection; `run` checks the first accepted socket and sets it on each
     // one itself where the option is not inherited.
     sock.set_nodelay(true)?;
+    // Woken by the client's first bytes, not its handshake (sockopt.rs has the measurements).
+    // Not fatal: without it the broker is only slower to accept.
+    if let Err(e) = crate::sockopt::set_defer_accept(&sock, crate::sockopt::DEFER_ACCEPT_SECS) {
+        warn!(listener = %cfg.name, error = %e, "TCP_DEFER_ACCEPT not set");
+    }
     sock.bind(cfg.bind)
         .map_err(|e| anyhow::anyhow!("listener {}: cannot bind {}: {e}", cfg.name, cfg.bind))?;
     Ok(Bound {

@@ -21,12 +21,19 @@ pub enum Sni {
 /// parser gives up and lets rustls refuse the message.
 const MAX_HELLO: usize = 0xffff + 4;
 
+/// Records a ClientHello may be split into before the parser stops looking for its name.
+/// The caller parses again after every read until the hello is complete, so each parse must
+/// stay bounded: a peer trickling a hello as thousands of one-byte records would otherwise
+/// cost quadratic time. Real clients send one record, a few with a small fragment length.
+const MAX_HELLO_RECORDS: usize = 32;
+
 /// Reads the SNI name of the ClientHello at the start of `records` (TLS records as received,
-/// the ClientHello possibly split across several of them).
+/// the ClientHello possibly split across several of them). A hello split into more than
+/// `MAX_HELLO_RECORDS` records gives no name (rustls still handles the handshake).
 pub fn client_hello_sni(records: &[u8]) -> Sni {
     let mut hs: Vec<u8> = Vec::new();
     let mut pos = 0;
-    loop {
+    for _ in 0..MAX_HELLO_RECORDS {
         let Some(h) = records.get(pos..pos + 5) else {
             return Sni::Incomplete;
         };
@@ -54,6 +61,7 @@ pub fn client_hello_sni(records: &[u8]) -> Sni {
             return Sni::Done(hello_sni(b));
         }
     }
+    Sni::Done(None)
 }
 
 /// A cursor over length-prefixed TLS vectors; `None` when the input is too short.
@@ -168,6 +176,18 @@ mod tests {
             assert_eq!(client_hello_sni(&wire[..cut]), Sni::Incomplete, "cut {cut}");
         }
         assert_eq!(client_hello_sni(&wire), Sni::Done(Some("localhost".into())));
+    }
+
+    #[test]
+    fn a_hello_in_too_many_records_gives_no_name_at_once() {
+        let wire = records(&hello(&sni_ext(b"localhost")), 1);
+        assert!(wire.len() / 6 > MAX_HELLO_RECORDS);
+        assert_eq!(client_hello_sni(&wire), Sni::Done(None));
+        // Even while the later records are still missing: the parse stops at the cap.
+        assert_eq!(
+            client_hello_sni(&wire[..6 * (MAX_HELLO_RECORDS + 1)]),
+            Sni::Done(None)
+        );
     }
 
     #[test]

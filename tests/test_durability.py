@@ -657,3 +657,36 @@ def test_expired_session_removed_from_store_live_and_after_restart(broker_factor
     with raw(b, 5) as s:
         assert not s.connect("se-down", clean=False,
                              props={"session_expiry_interval": 60}).session_present
+
+
+def test_unacknowledged_qos1_comes_back_with_dup_after_restart(broker_factory):
+    """[MQTT-3.3.1-1]: a QoS 1 message sent but not acknowledged before a restart is sent
+    again with DUP (the broker does not store that it was sent, so every restored QoS 1 copy
+    carries DUP); a message published after the restart does not."""
+    from mqtt_raw import PUBACK, PUBLISH, RawClient, ack_packet
+
+    b = redb(broker_factory)
+    expiry = {"session_expiry_interval": 3600}
+    with RawClient(b.host, b.port, 5) as s:
+        s.connect("dup-sub", clean=False, props=expiry)
+        s.subscribe([("dup/t", 1)])
+        with RawClient(b.host, b.port, 5) as p:
+            p.connect("dup-pub")
+            p.publish("dup/t", b"before", qos=1)
+        first = s.expect(PUBLISH)
+        assert (first.payload, first.qos, first.dup) == (b"before", 1, False), first
+        # No PUBACK: the subscriber goes away with the message unacknowledged.
+    assert b.stop() == 0
+    b.start()
+    with RawClient(b.host, b.port, 5) as s:
+        ack = s.connect("dup-sub", clean=False, props=expiry)
+        assert ack.session_present, ack
+        again = s.expect(PUBLISH)
+        assert (again.payload, again.dup) == (b"before", True), again
+        s.send(ack_packet(PUBACK, again.pid))
+        with RawClient(b.host, b.port, 5) as p:
+            p.connect("dup-pub")
+            p.publish("dup/t", b"after", qos=1)
+        fresh = s.expect(PUBLISH)
+        assert (fresh.payload, fresh.dup) == (b"after", False), fresh
+        s.send(ack_packet(PUBACK, fresh.pid))

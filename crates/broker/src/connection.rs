@@ -982,7 +982,7 @@ impl Conn {
                 if d.qos == QoS::AtMostOnce {
                     self.write_publish(&d, 0, false, now);
                 } else if let Some(id) = self.state.alloc_packet_id() {
-                    if self.write_publish(&d, id, false, now) {
+                    if self.write_publish(&d, id, d.dup, now) {
                         if d.qos == QoS::ExactlyOnce && d.seq != 0 {
                             // The packet id must be on disk before the PUBLISH leaves, so
                             // that a restart resends it as a duplicate, never as new.

@@ -136,4 +136,9 @@ pub struct Delivery {
     pub shared_group: Option<Arc<str>>,
     /// Position in the session's stored queue; 0 when the delivery is not persisted.
     pub seq: u64,
+    /// Sent with DUP the first time too: a QoS 1 message restored after a restart may have
+    /// been sent before it (whether it was is not stored, to avoid a write per send), and a
+    /// re-delivery must carry DUP ([MQTT-3.3.1-1]); DUP means "might be a re-delivery", so
+    /// one that never went out loses nothing by it. Fits the struct's padding.
+    pub dup: bool,
 }

@@ -275,13 +275,17 @@ pub fn restore(router: &Arc<Router>, snap: Snapshot) -> (usize, usize) {
                 expired += 1;
                 continue;
             }
+            let qos = QoS::from_u8(q.granted_qos).unwrap_or(QoS::AtLeastOnce);
             let d = Delivery {
                 msg: Arc::new(message_from_record(&q.message)),
-                qos: QoS::from_u8(q.granted_qos).unwrap_or(QoS::AtLeastOnce),
+                qos,
                 retain: q.message.retain,
                 subscription_ids: q.subscription_ids,
                 shared_group: None,
                 seq: q.seq,
+                // A queued QoS 1 copy may have gone out before the restart (its sending is
+                // not stored); a QoS 2 copy that went out is stored as in flight instead.
+                dup: qos == QoS::AtLeastOnce && q.state == QueuedState::Queued,
             };
             queued_total += 1;
             match q.state {

@@ -343,6 +343,7 @@ impl Router {
             subscription_ids,
             shared_group,
             seq,
+            dup: false,
         };
         let record = persist.then(|| {
             let mut message = ctx

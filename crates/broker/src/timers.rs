@@ -328,6 +328,7 @@ mod tests {
                 subscription_ids: Vec::new(),
                 shared_group: None,
                 seq,
+                dup: false,
             };
             batch.append_queued(
                 id,

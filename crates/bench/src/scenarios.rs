@@ -798,26 +798,30 @@ async fn latency(name: &str, t: &Target, p: &Params, rate: u64) -> Result<Record
     Ok(rec)
 }
 
-/// Opens `count` MQTT connections (CONNECT..CONNACK) with bounded concurrency and keeps them.
-/// `connect_concurrency` workers take connection numbers from a shared counter, each with its
-/// own pre-encoded CONNECT (no task, no allocation and no encoding per connection), so that the
-/// tool's share of the CPU goes to the sockets, not to itself.
-async fn open_many(
-    t: &Target,
-    p: &Params,
+/// Runs the connection attempts numbered `first..first + count` on `workers` tasks that take
+/// numbers from a shared counter. Each worker owns a copy of `state` (a pre-encoded CONNECT),
+/// which `connect` is given and hands back, so that no attempt spawns, allocates or encodes
+/// and the tool's share of the CPU goes to the sockets. Returns the connections made, the
+/// number of failures and the first failure.
+async fn connect_pool<T, S, F, Fut>(
     first: usize,
     count: usize,
-    keep: &mut Vec<TcpStream>,
-) -> Result<()> {
-    let run = now_ns() % 1_000_000;
+    workers: usize,
+    state: S,
+    connect: F,
+) -> (Vec<T>, u64, Option<String>)
+where
+    T: Send + 'static,
+    S: Clone + Send + 'static,
+    F: Fn(usize, S) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (S, Result<T>)> + Send,
+{
     let next = Arc::new(AtomicU64::new(first as u64));
     let end = (first + count) as u64;
-    let tmpl = ConnectTemplate::new(&ConnectOpts::new(format!("bench-idle-{run}-"), p.version));
-    let workers = p.connect_concurrency.clamp(1, count.max(1));
+    let workers = workers.clamp(1, count.max(1));
     let mut hs = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (next, mut tmpl) = (next.clone(), tmpl.clone());
-        let (addr, nsrc) = (t.addr, p.source_addrs);
+        let (next, mut state, connect) = (next.clone(), state.clone(), connect.clone());
         hs.push(tokio::spawn(async move {
             let mut got = Vec::new();
             let mut errors = 0u64;
@@ -827,11 +831,10 @@ async fn open_many(
                 if i >= end {
                     break;
                 }
-                tmpl.set_number(i as usize);
-                match mqtt::connect_bare(addr, source_ip(i as usize, nsrc), &tmpl.bytes, IO_TIMEOUT)
-                    .await
-                {
-                    Ok(s) => got.push(s),
+                let (back, r) = connect(i as usize, state).await;
+                state = back;
+                match r {
+                    Ok(c) => got.push(c),
                     Err(e) => {
                         errors += 1;
                         first_err.get_or_insert(format!("{e:#}"));
@@ -841,12 +844,13 @@ async fn open_many(
             (got, errors, first_err)
         }));
     }
+    let mut all = Vec::with_capacity(count);
     let mut first_err = None;
     let mut errors = 0;
     for h in hs {
         match h.await {
             Ok((got, n, e)) => {
-                keep.extend(got);
+                all.extend(got);
                 errors += n;
                 if first_err.is_none() {
                     first_err = e;
@@ -858,6 +862,34 @@ async fn open_many(
             }
         }
     }
+    (all, errors, first_err)
+}
+
+/// Opens `count` MQTT connections (CONNECT..CONNACK) with `connect_concurrency` attempts in
+/// flight and keeps them.
+async fn open_many(
+    t: &Target,
+    p: &Params,
+    first: usize,
+    count: usize,
+    keep: &mut Vec<TcpStream>,
+) -> Result<()> {
+    let run = now_ns() % 1_000_000;
+    let tmpl = ConnectTemplate::new(&ConnectOpts::new(format!("bench-idle-{run}-"), p.version));
+    let (addr, nsrc) = (t.addr, p.source_addrs);
+    let (got, errors, first_err) = connect_pool(
+        first,
+        count,
+        p.connect_concurrency,
+        tmpl,
+        move |i, mut tmpl: ConnectTemplate| async move {
+            tmpl.set_number(i);
+            let r = mqtt::connect_bare(addr, source_ip(i, nsrc), &tmpl.bytes, IO_TIMEOUT).await;
+            (tmpl, r)
+        },
+    )
+    .await;
+    keep.extend(got);
     match first_err {
         Some(e) => bail!(
             "{errors} of {count} connections failed (holding {}); first: {e}",
@@ -1005,20 +1037,15 @@ async fn tls_idle(t: &Target, p: &Params) -> Result<Record> {
         format!("bench-tls-idle-{run}-"),
         p.version,
     ));
-    let next = Arc::new(AtomicU64::new(0));
-    let workers = p.tls_concurrency.clamp(1, count);
-    let mut hs = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let (next, mut tmpl, tls) = (next.clone(), tmpl.clone(), tls.clone());
-        let nsrc = p.source_addrs;
-        hs.push(tokio::spawn(async move {
-            let mut got = Vec::new();
-            let mut first_err = None;
-            loop {
-                let i = next.fetch_add(1, Relaxed) as usize;
-                if i >= count {
-                    break;
-                }
+    let nsrc = p.source_addrs;
+    let (keep, _, first_err) = connect_pool(
+        0,
+        count,
+        p.tls_concurrency,
+        tmpl,
+        move |i, mut tmpl: ConnectTemplate| {
+            let tls = tls.clone();
+            async move {
                 tmpl.set_number(i);
                 let r = async {
                     let tcp = mqtt::tcp_connect(addr, source_ip(i, nsrc)).await?;
@@ -1027,34 +1054,14 @@ async fn tls_idle(t: &Target, p: &Params) -> Result<Record> {
                     mqtt::read_connack(&mut s).await?;
                     Ok::<_, anyhow::Error>(s)
                 };
-                match tokio::time::timeout(IO_TIMEOUT, r).await {
-                    Ok(Ok(s)) => got.push(s),
-                    Ok(Err(e)) => {
-                        first_err.get_or_insert(format!("{e:#}"));
-                    }
-                    Err(_) => {
-                        first_err.get_or_insert("TLS connection timed out".to_string());
-                    }
-                }
+                let r = tokio::time::timeout(IO_TIMEOUT, r)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow!("TLS connection timed out")));
+                (tmpl, r)
             }
-            (got, first_err)
-        }));
-    }
-    let mut keep = Vec::with_capacity(count);
-    let mut first_err = None;
-    for h in hs {
-        match h.await {
-            Ok((got, e)) => {
-                keep.extend(got);
-                if first_err.is_none() {
-                    first_err = e;
-                }
-            }
-            Err(e) => {
-                first_err.get_or_insert(e.to_string());
-            }
-        }
-    }
+        },
+    )
+    .await;
     let name = format!("tls-idle-{}", short(count));
     if let Some(e) = first_err {
         return Ok(Record::failed(

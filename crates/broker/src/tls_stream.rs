@@ -142,16 +142,29 @@ fn encode(e: &mut EncodeTlsData<'_, ServerConnectionData>, out: &mut Vec<u8>) ->
     }
 }
 
-/// Encrypts `data` into `dst` (whole records), or says how many bytes that needs.
-fn encrypt(
-    w: &mut WriteTraffic<'_, ServerConnectionData>,
-    data: &[u8],
-    dst: &mut [u8],
-) -> io::Result<Result<usize, usize>> {
-    match w.encrypt(data, dst) {
-        Ok(n) => Ok(Ok(n)),
-        Err(EncryptError::InsufficientSize(s)) => Ok(Err(s.required_size)),
-        Err(e) => Err(io::Error::other(e)),
+/// Appends records written by `f` to `out`: first into `guess` bytes, then, if rustls says
+/// they need more, into as much as it asks for.
+fn append_records(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<usize> {
+    let at = out.len();
+    out.resize(at + guess, 0);
+    let mut r = f(&mut out[at..]);
+    if let Err(EncryptError::InsufficientSize(s)) = r {
+        out.resize(at + s.required_size, 0);
+        r = f(&mut out[at..]);
+    }
+    match r {
+        Ok(n) => {
+            out.truncate(at + n);
+            Ok(n)
+        }
+        Err(e) => {
+            out.truncate(at);
+            Err(internal(e))
+        }
     }
 }
 
@@ -161,18 +174,8 @@ fn encrypt_append(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> io::Result<usize> {
-    let at = out.len();
     let guess = data.len() + data.len().div_ceil(1 << 14) * RECORD_OVERHEAD + RECORD_OVERHEAD;
-    out.resize(at + guess, 0);
-    let n = match encrypt(w, data, &mut out[at..])? {
-        Ok(n) => n,
-        Err(need) => {
-            out.resize(at + need, 0);
-            encrypt(w, data, &mut out[at..])?.map_err(internal)?
-        }
-    };
-    out.truncate(at + n);
-    Ok(n)
+    append_records(out, guess, |dst| w.encrypt(data, dst))
 }
 
 /// After a TLS error, moves the alert rustls queued for the peer to `out`. rustls is not given
@@ -273,46 +276,29 @@ impl Tls {
                     None | Some(Goal::Input) => Some(Ok(Stop::Input)),
                     Some(Goal::CloseNotify) => {
                         *closing = true;
-                        let at = out.len();
-                        out.resize(at + RECORD_OVERHEAD, 0);
-                        let mut r = w.queue_close_notify(&mut out[at..]);
-                        if let Err(EncryptError::InsufficientSize(s)) = r {
-                            out.resize(at + s.required_size, 0);
-                            r = w.queue_close_notify(&mut out[at..]);
-                        }
-                        Some(match r {
-                            Ok(n) => {
-                                out.truncate(at + n);
-                                Ok(Stop::Input)
-                            }
-                            Err(e) => {
-                                out.truncate(at);
-                                Err(internal(e))
-                            }
-                        })
+                        Some(
+                            append_records(out, RECORD_OVERHEAD, |dst| w.queue_close_notify(dst))
+                                .map(|_| Stop::Input),
+                        )
                     }
-                    Some(Goal::Encrypt(data, scratch)) => Some(if out.is_empty() {
-                        match encrypt(&mut w, data, scratch) {
-                            Ok(Ok(n)) => Ok(Stop::Encrypted {
+                    // Straight into the scratch buffer, unless records queued earlier must go
+                    // first or queued records (a key update) make it too small: then the heap.
+                    Some(Goal::Encrypt(data, scratch)) => {
+                        let direct = out.is_empty().then(|| w.encrypt(data, scratch));
+                        Some(match direct {
+                            Some(Ok(n)) => Ok(Stop::Encrypted {
                                 n,
                                 in_scratch: true,
                             }),
-                            // Queued records (a key update) made it too large: heap.
-                            Ok(Err(_)) => {
+                            None | Some(Err(EncryptError::InsufficientSize(_))) => {
                                 encrypt_append(&mut w, data, out).map(|n| Stop::Encrypted {
                                     n,
                                     in_scratch: false,
                                 })
                             }
-                            Err(e) => Err(e),
-                        }
-                    } else {
-                        // Records queued earlier go first.
-                        encrypt_append(&mut w, data, out).map(|n| Stop::Encrypted {
-                            n,
-                            in_scratch: false,
+                            Some(Err(e)) => Err(io::Error::other(e)),
                         })
-                    }),
+                    }
                 },
                 // Early data is off in the policy (`max_early_data_size` 0), and any state
                 // a later rustls adds is not understood here.

@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod fdtable;
 pub mod limits;
 pub mod listener;
 pub mod message;
@@ -62,23 +63,32 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Option<Arc<dyn rampart_store::
     }
 }
 
+/// Descriptors kept for the store, listeners, logs and the like beyond client connections.
+const FD_RESERVE: usize = 64;
+
 /// Highest number of client connections this process can hold: the open-file limit minus a
 /// reserve for the store, listeners and logs.
 pub fn derived_max_connections() -> usize {
-    const RESERVE: usize = 64;
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(3)
-                        .and_then(|v| v.parse::<usize>().ok())
-                })
-        })
-        .unwrap_or(1024);
-    soft.saturating_sub(RESERVE).max(1)
+    fdtable::soft_nofile()
+        .unwrap_or(1024)
+        .saturating_sub(FD_RESERVE)
+        .max(1)
+}
+
+/// The connection cap in force: `mqtt.max_connections`, or derived from the open-file limit
+/// when it is 0.
+pub fn max_connections(cfg: &Config) -> usize {
+    if cfg.mqtt.max_connections == 0 {
+        derived_max_connections()
+    } else {
+        cfg.mqtt.max_connections as usize
+    }
+}
+
+/// Process set-up to do before the runtime starts its threads: the descriptor table is sized
+/// for every connection allowed (see [`fdtable`] for why). Returns the slots reserved.
+pub fn prepare_process(cfg: &Config) -> std::io::Result<usize> {
+    fdtable::reserve(max_connections(cfg).saturating_add(FD_RESERVE))
 }
 
 /// Run the broker until `shutdown` turns true, then stop accepting, send DISCONNECT 0x8B to
@@ -117,11 +127,7 @@ pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> anyho
             "restored state from the store"
         );
     }
-    let max_total = if cfg.mqtt.max_connections == 0 {
-        derived_max_connections()
-    } else {
-        cfg.mqtt.max_connections as usize
-    };
+    let max_total = max_connections(&cfg);
     info!(max_connections = max_total, "starting");
     let live = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();

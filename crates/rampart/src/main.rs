@@ -191,6 +191,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(cfg: Arc<Config>) -> anyhow::Result<()> {
+    // Before the runtime's threads exist: growing the descriptor table later stalls every
+    // accept for an RCU grace period at each power of two.
+    match rampart_broker::prepare_process(&cfg) {
+        Ok(slots) => tracing::debug!(slots, "descriptor table sized"),
+        Err(e) => tracing::warn!(error = %e, "could not size the descriptor table up front"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rampart-worker")

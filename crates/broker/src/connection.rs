@@ -85,7 +85,7 @@ pub async fn serve_connection<S, G>(
     hold: G,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    G: Send + 'static,
+    G: Send + Unpin + 'static,
 {
     let peer = info.peer;
     // One stream, not split halves: CONNECT handling reads and writes in turn, and halves
@@ -168,8 +168,7 @@ pub async fn serve_connection<S, G>(
     }));
 }
 
-/// What the connection's own task owns, in one argument used in place: a task's future keeps
-/// its arguments, and moving them into locals would hold each twice.
+/// What the connection's own task owns while it runs.
 struct Running<S, G> {
     /// Boxed: tokio allocates the task 128-byte aligned, which glibc serves with about 160
     /// bytes of leading and trailing pieces that small allocations fill; `Conn` fits in
@@ -183,23 +182,79 @@ struct Running<S, G> {
 }
 
 /// The connection's task from CONNACK on: the whole life of an idle connection is spent here,
-/// so this future is kept small (see `size_tests`). Not an `async fn`: that would move `r`
-/// into a local and keep it twice; the block uses it where it was captured.
-#[allow(clippy::manual_async_fn)]
-fn run_connection<S, G>(mut r: Running<S, G>) -> impl Future<Output = ()>
+/// so this future is kept small (see `size_tests`). Written by hand, not as an `async` block:
+/// the block kept references to the parts of `Running` and the event loop's locals besides
+/// the parts themselves (about 110 bytes), which took the task from tokio's 256 B size class
+/// to 384 B.
+enum ConnTask<S, G> {
+    Run(Running<S, G>, LoopState),
+    /// The end of the connection (DISCONNECT to the client, will, detach), boxed: it owns the
+    /// stream and the listener's slots, and no idle connection carries its state.
+    Finish(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Done,
+}
+
+/// The event loop's state between polls (see `Conn::poll_run`), packed: every idle
+/// connection's task carries it.
+struct LoopState {
+    /// The keep-alive wheel's tick armed last (`KeepAliveWheel::arm`); 0 before the first poll.
+    idle_tick: u32,
+    /// Read size in KiB; 0: no read buffer is kept between reads (see `read_some`).
+    read_kib: u8,
+    /// TLS and WebSocket layers may hold the tail of a burst until flushed.
+    needs_flush: bool,
+}
+
+fn run_connection<S, G>(r: Running<S, G>) -> ConnTask<S, G> {
+    ConnTask::Run(
+        r,
+        LoopState {
+            idle_tick: 0,
+            read_kib: 0,
+            needs_flush: false,
+        },
+    )
+}
+
+impl<S, G> Future for ConnTask<S, G>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    G: Send + Unpin + 'static,
 {
-    async move {
-        let metrics = &r.conn.router.metrics;
-        metrics.clients_connected.fetch_add(1, Ordering::Relaxed);
-        let close = r.conn.run(&mut r.io, &mut r.rbuf).await;
-        let metrics = &r.conn.router.metrics;
-        metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
-        Box::pin(r.conn.finish(close, &mut r.io)).await;
-        // Named so that the block captures it (it captures only the fields it uses): the
-        // listener's connection slots are given back only now.
-        drop(r.hold);
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let ConnTask::Run(r, ls) = this {
+            if ls.idle_tick == 0 {
+                let metrics = &r.conn.router.metrics;
+                metrics.clients_connected.fetch_add(1, Ordering::Relaxed);
+            }
+            let close = match r.conn.poll_run(&mut r.io, &mut r.rbuf, ls, cx) {
+                Poll::Ready(close) => close,
+                Poll::Pending => return Poll::Pending,
+            };
+            let ConnTask::Run(r, _) = std::mem::replace(this, ConnTask::Done) else {
+                return Poll::Ready(());
+            };
+            let metrics = &r.conn.router.metrics;
+            metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
+            let Running {
+                conn, mut io, hold, ..
+            } = r;
+            *this = ConnTask::Finish(Box::pin(async move {
+                conn.finish(close, &mut io).await;
+                // The listener's connection slots are given back only now.
+                drop(hold);
+            }));
+        }
+        if let ConnTask::Finish(f) = this {
+            if f.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *this = ConnTask::Done;
+        }
+        Poll::Ready(())
     }
 }
 
@@ -1017,237 +1072,236 @@ impl Conn {
     /// deliveries, requests and that wheel wake the task through its session (no timer and
     /// no `Notified` future while idle), reads land in a stack buffer while no read buffer is
     /// kept, and the socket is polled directly (no read and write halves with a lock between
-    /// them). Not an `async fn`: that would keep its three references twice (as arguments and
-    /// as locals), 24 bytes of every idle connection's task.
-    #[allow(clippy::manual_async_fn)]
-    fn run<'a, S>(
-        &'a mut self,
-        io: &'a mut S,
-        rbuf: &'a mut BytesMut,
-    ) -> impl Future<Output = Close> + 'a
+    /// them). The loop's state between polls is in `ls`; each poll runs the loop from its
+    /// top (a wake is handled there anyway), until it ends with the reason to close.
+    fn poll_run<S>(
+        &mut self,
+        io: &mut S,
+        rbuf: &mut BytesMut,
+        ls: &mut LoopState,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Close>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        async move {
-            // Keep alive is watched by the router's wheel, which wakes us through the session.
-            // Re-armed lazily: the deadline moves with every packet, but it is armed again only
-            // when it has passed (an update per packet would cost more).
-            let mut idle_at = Some(self.last_rx + Duration::from_millis(self.idle_limit_ms.into()));
-            if let Some(t) = idle_at {
-                self.router.keepalive.arm(&self.session, t);
-            }
-            // 0: no read buffer is kept between reads (see `read_some`).
-            let mut read_size = 0;
-            let mut needs_flush = false;
-            // Packets the client pipelined behind CONNECT arrived with it: handle them now, not
-            // only after the next read (which may never come).
+        if ls.idle_tick == 0 {
+            // Keep alive is watched by the router's wheel, which wakes us through the
+            // session. Re-armed lazily: the deadline moves with every packet, but it is
+            // armed again only when it has passed (an update per packet would cost more).
+            let idle_at = self.last_rx + Duration::from_millis(self.idle_limit_ms.into());
+            ls.idle_tick = self.router.keepalive.arm(&self.session, idle_at).max(1);
+            // Packets the client pipelined behind CONNECT arrived with it: handle them
+            // now, not only after the next read (which may never come).
             if !rbuf.is_empty() {
                 if let Err(close) = self.on_readable(&mut *rbuf) {
-                    return close;
+                    return Poll::Ready(close);
                 }
             }
-            loop {
-                if self.router.registry.closing() {
-                    return Close::Shutdown;
+        }
+        loop {
+            if self.router.registry.closing() {
+                return Poll::Ready(Close::Shutdown);
+            }
+            if let Some(Control::TakeOver { session_ends, done }) =
+                self.session.take_request(self.conn_id)
+            {
+                // What the client sent before the newcomer arrived (a DISCONNECT that ends
+                // the session, say) is handled first: whatever the socket has now.
+                loop {
+                    match read_some(&mut *io, cx, &mut *rbuf, READ_CHUNK) {
+                        Poll::Ready(Ok(n)) if n > 0 => {}
+                        _ => break,
+                    }
+                    if let Err(close) = self.on_readable(&mut *rbuf) {
+                        self.rare().takeover_done = Some(done);
+                        return Poll::Ready(close);
+                    }
                 }
-                if let Some(Control::TakeOver { session_ends, done }) =
-                    self.session.take_request(self.conn_id)
-                {
-                    // What the client sent before the newcomer arrived (a DISCONNECT that ends
-                    // the session, say) is handled first: whatever the socket has now.
-                    loop {
-                        let r = std::future::poll_fn(|cx| {
-                            Poll::Ready(read_some(&mut *io, cx, &mut *rbuf, READ_CHUNK))
-                        })
-                        .await;
-                        match r {
-                            Poll::Ready(Ok(n)) if n > 0 => {}
-                            _ => break,
-                        }
-                        if let Err(close) = self.on_readable(&mut *rbuf) {
-                            self.rare().takeover_done = Some(done);
-                            return close;
-                        }
-                    }
-                    self.park_for_takeover();
-                    // The new connection must not wait for our socket to drain: reply first.
-                    let _ = done.send(());
-                    return Close::TakenOver { session_ends };
+                self.park_for_takeover();
+                // The new connection must not wait for our socket to drain: reply first.
+                let _ = done.send(());
+                return Poll::Ready(Close::TakenOver { session_ends });
+            }
+            self.drain_queue();
+            if self.counts.is_dirty() {
+                self.counts.flush(&self.router.metrics);
+            }
+            let read_size = usize::from(ls.read_kib) * 1024;
+            if read_size == 0 && rbuf.is_empty() && rbuf.capacity() > 0 {
+                // Give back the buffer of a burst, or of a packet that has been handled.
+                *rbuf = BytesMut::new();
+            }
+            let writing = !self.out.is_empty();
+            let gating = self.gating();
+            let mut paused = false;
+            let mut timing = false;
+            if let Some(r) = self.rare.as_mut() {
+                paused = r.read_paused_until.is_some_and(|t| t > Instant::now());
+                if !paused {
+                    r.read_paused_until = None;
                 }
-                self.drain_queue();
-                if self.counts.is_dirty() {
-                    self.counts.flush(&self.router.metrics);
+                r.arm_timer();
+                timing = r.timer.is_some();
+            }
+            // TLS and WebSocket layers may hold the tail of a burst until flushed.
+            let flushing = ls.needs_flush && !writing;
+            // While a handler awaits a decision, later packets wait unread (packet order).
+            let pending = self.is_pending();
+            let reading = !paused && !pending;
+            let (this, sock, buf) = (&mut *self, &mut *io, &mut *rbuf);
+            // Branches in priority order, as a biased select: output first, then input.
+            let wake = (|| {
+                if writing {
+                    if let Poll::Ready(r) = Pin::new(&mut *sock).poll_write(cx, &this.out) {
+                        return Poll::Ready(Wake::Wrote(r));
+                    }
+                } else if flushing {
+                    if let Poll::Ready(r) = Pin::new(&mut *sock).poll_flush(cx) {
+                        return Poll::Ready(Wake::Flushed(r));
+                    }
                 }
-                if read_size == 0 && rbuf.is_empty() && rbuf.capacity() > 0 {
-                    // Give back the buffer of a burst, or of a packet that has been handled.
-                    *rbuf = BytesMut::new();
+                if reading {
+                    if let Poll::Ready(r) = read_some(&mut *sock, cx, &mut *buf, read_size) {
+                        return Poll::Ready(Wake::Read(r));
+                    }
                 }
-                let writing = !self.out.is_empty();
-                let gating = self.gating();
-                let mut paused = false;
-                let mut timing = false;
-                if let Some(r) = self.rare.as_mut() {
-                    paused = r.read_paused_until.is_some_and(|t| t > Instant::now());
-                    if !paused {
-                        r.read_paused_until = None;
+                if let (true, Some(rare)) = (gating, this.rare.as_mut()) {
+                    if let Poll::Ready(r) = poll_gate(&mut rare.gated, cx) {
+                        return Poll::Ready(Wake::Gate(r));
                     }
-                    r.arm_timer();
-                    timing = r.timer.is_some();
                 }
-                // TLS and WebSocket layers may hold the tail of a burst until flushed.
-                let flushing = needs_flush && !writing;
-                // While a handler awaits a decision, later packets wait unread (packet order).
-                let pending = self.is_pending();
-                let reading = !paused && !pending;
-                // The closure moves in copies and one reference per object: it lives across the
-                // await, so each capture is paid by every idle connection.
-                let (this, sock, buf) = (&mut *self, &mut *io, &mut *rbuf);
-                // Branches in priority order, as a biased select: output first, then input.
-                let wake = std::future::poll_fn(move |cx| {
-                    if writing {
-                        if let Poll::Ready(r) = Pin::new(&mut *sock).poll_write(cx, &this.out) {
-                            return Poll::Ready(Wake::Wrote(r));
-                        }
-                    } else if flushing {
-                        if let Poll::Ready(r) = Pin::new(&mut *sock).poll_flush(cx) {
-                            return Poll::Ready(Wake::Flushed(r));
-                        }
+                if pending {
+                    if let Poll::Ready(done) =
+                        crate::admission::poll_pending_done(&mut this.auth_ext, cx)
+                    {
+                        return Poll::Ready(Wake::Decided(done));
                     }
-                    if reading {
-                        if let Poll::Ready(r) = read_some(&mut *sock, cx, &mut *buf, read_size) {
-                            return Poll::Ready(Wake::Read(r));
-                        }
+                }
+                if this.session.poll_woken(cx).is_ready() {
+                    return Poll::Ready(Wake::Notified);
+                }
+                let alarm = this.rare.as_mut().and_then(|r| r.timer.as_mut());
+                if let (true, Some(alarm)) = (timing, alarm) {
+                    if alarm.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
                     }
-                    if let (true, Some(rare)) = (gating, this.rare.as_mut()) {
-                        if let Poll::Ready(r) = poll_gate(&mut rare.gated, cx) {
-                            return Poll::Ready(Wake::Gate(r));
-                        }
-                    }
-                    if pending {
-                        if let Poll::Ready(done) =
-                            crate::admission::poll_pending_done(&mut this.auth_ext, cx)
-                        {
-                            return Poll::Ready(Wake::Decided(done));
-                        }
-                    }
-                    if this.session.poll_woken(cx).is_ready() {
-                        return Poll::Ready(Wake::Notified);
-                    }
-                    let alarm = this.rare.as_mut().and_then(|r| r.timer.as_mut());
-                    if let (true, Some(alarm)) = (timing, alarm) {
-                        if alarm.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Wake::Timer);
-                        }
-                    }
-                    Poll::Pending
-                })
-                .await;
-                let timer_fired = matches!(wake, Wake::Timer);
-                match wake {
-                    Wake::Wrote(Ok(0)) | Wake::Wrote(Err(_)) | Wake::Flushed(Err(_)) => {
-                        return Close::Io
-                    }
-                    Wake::Wrote(Ok(n)) => {
-                        needs_flush = true;
-                        LocalCounts::add_bytes(&mut self.counts.bytes_sent, n);
-                        self.out.advance(n);
-                        if self.out.is_empty() {
-                            // Small buffers are cheap to allocate again and large ones are
-                            // bursts: only a working-size buffer is kept between writes.
-                            let cap = self.out.capacity();
-                            if cap <= 4096 || cap > WRITE_HIGH_WATER * 2 {
-                                self.out = BytesMut::new();
-                            }
-                        }
-                    }
-                    Wake::Flushed(Ok(())) => needs_flush = false,
-                    Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Close::Io,
-                    Wake::Read(Ok(n)) => {
-                        LocalCounts::add_bytes(&mut self.counts.bytes_received, n);
-                        let asked = read_size.max(STACK_READ);
-                        if n >= asked {
-                            read_size = (asked * 2).min(MAX_READ);
-                        } else if n < read_size / 4 {
-                            // Below the stack buffer's size, no buffer is kept.
-                            read_size /= 2;
-                            if read_size < STACK_READ {
-                                read_size = 0;
-                            }
-                        }
-                        if let Err(close) = self.on_readable(&mut *rbuf) {
-                            return close;
-                        }
-                    }
-                    Wake::Gate(Ok(())) => {
-                        // The front entry is ready (its commit resolved, or it had none);
-                        // release it and the commit-free entries right behind it.
-                        let mut first = true;
-                        while let Some(rare) = self.rare.as_mut() {
-                            if !first && !matches!(rare.gated.front(), Some((None, _))) {
-                                break;
-                            }
-                            let Some((_, g)) = rare.gated.pop_front() else {
-                                break;
-                            };
-                            first = false;
-                            self.release(g);
-                        }
-                    }
-                    Wake::Gate(Err(e)) => {
-                        warn!(client_id = %self.state.client_id, error = %e, "store write failed; closing so the client resends");
-                        return Close::Server(ReasonCode::UnspecifiedError, "store write failed");
-                    }
-                    Wake::Decided(done) => {
-                        if let Err(close) = self.on_pending_done(done) {
-                            return close;
-                        }
-                        // A re-authentication may have changed when the credential expires:
-                        // the timer is re-armed from `credential_expiry` at the top of the loop.
-                        if let Err(close) = self.on_readable(&mut *rbuf) {
-                            return close;
-                        }
-                    }
-                    Wake::Notified | Wake::Timer => {
-                        if let (true, Some(r)) = (timer_fired, self.rare.as_mut()) {
-                            r.timer = None;
-                            let expired = r.credential_expiry.is_some_and(|t| t <= Instant::now());
-                            if expired {
-                                info!(client_id = %self.state.client_id, "credential expired: disconnecting");
-                                return Close::Server(
-                                    ReasonCode::NotAuthorized,
-                                    "credential expired",
-                                );
-                            }
-                        }
-                        if !self.session.take_keepalive_due() {
-                            continue;
-                        }
-                        let now = Instant::now();
-                        // Not ours (a wake armed by an earlier connection of the session): our
-                        // own deadline is still on the wheel.
-                        if idle_at.is_none_or(|t| t > now) {
-                            continue;
-                        }
-                        if self.is_pending() {
-                            // Packets wait unread behind an awaited decision: the client is
-                            // not idle; look again once it has been answered.
-                            self.last_rx = now;
-                        }
-                        idle_at =
-                            Some(self.last_rx + Duration::from_millis(self.idle_limit_ms.into()));
-                        if idle_at.is_some_and(|t| t <= now) {
-                            debug!(client_id = %self.state.client_id, "keep alive timeout");
-                            return Close::Server(ReasonCode::KeepAliveTimeout, "[MQTT-3.1.2-24]");
-                        }
-                        if let Some(t) = idle_at {
-                            self.router.keepalive.arm(&self.session, t);
-                        }
-                        // A keep-alive period has passed: give back what bursts left behind.
-                        if self.out.is_empty() {
+                }
+                Poll::Pending
+            })();
+            let Poll::Ready(wake) = wake else {
+                return Poll::Pending;
+            };
+            let timer_fired = matches!(wake, Wake::Timer);
+            match wake {
+                Wake::Wrote(Ok(0)) | Wake::Wrote(Err(_)) | Wake::Flushed(Err(_)) => {
+                    return Poll::Ready(Close::Io)
+                }
+                Wake::Wrote(Ok(n)) => {
+                    ls.needs_flush = true;
+                    LocalCounts::add_bytes(&mut self.counts.bytes_sent, n);
+                    self.out.advance(n);
+                    if self.out.is_empty() {
+                        // Small buffers are cheap to allocate again and large ones are
+                        // bursts: only a working-size buffer is kept between writes.
+                        let cap = self.out.capacity();
+                        if cap <= 4096 || cap > WRITE_HIGH_WATER * 2 {
                             self.out = BytesMut::new();
                         }
-                        self.state.shrink();
                     }
+                }
+                Wake::Flushed(Ok(())) => ls.needs_flush = false,
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Poll::Ready(Close::Io),
+                Wake::Read(Ok(n)) => {
+                    LocalCounts::add_bytes(&mut self.counts.bytes_received, n);
+                    let asked = read_size.max(STACK_READ);
+                    let mut read_size = read_size;
+                    if n >= asked {
+                        read_size = (asked * 2).min(MAX_READ);
+                    } else if n < read_size / 4 {
+                        // Below the stack buffer's size, no buffer is kept.
+                        read_size /= 2;
+                        if read_size < STACK_READ {
+                            read_size = 0;
+                        }
+                    }
+                    // At most 64 KiB: fits.
+                    ls.read_kib = u8::try_from(read_size / 1024).unwrap_or(u8::MAX);
+                    if let Err(close) = self.on_readable(&mut *rbuf) {
+                        return Poll::Ready(close);
+                    }
+                }
+                Wake::Gate(Ok(())) => {
+                    // The front entry is ready (its commit resolved, or it had none);
+                    // release it and the commit-free entries right behind it.
+                    let mut first = true;
+                    while let Some(rare) = self.rare.as_mut() {
+                        if !first && !matches!(rare.gated.front(), Some((None, _))) {
+                            break;
+                        }
+                        let Some((_, g)) = rare.gated.pop_front() else {
+                            break;
+                        };
+                        first = false;
+                        self.release(g);
+                    }
+                }
+                Wake::Gate(Err(e)) => {
+                    warn!(client_id = %self.state.client_id, error = %e, "store write failed; closing so the client resends");
+                    return Poll::Ready(Close::Server(
+                        ReasonCode::UnspecifiedError,
+                        "store write failed",
+                    ));
+                }
+                Wake::Decided(done) => {
+                    if let Err(close) = self.on_pending_done(done) {
+                        return Poll::Ready(close);
+                    }
+                    // A re-authentication may have changed when the credential expires:
+                    // the timer is re-armed from `credential_expiry` at the top of the loop.
+                    if let Err(close) = self.on_readable(&mut *rbuf) {
+                        return Poll::Ready(close);
+                    }
+                }
+                Wake::Notified | Wake::Timer => {
+                    if let (true, Some(r)) = (timer_fired, self.rare.as_mut()) {
+                        r.timer = None;
+                        let expired = r.credential_expiry.is_some_and(|t| t <= Instant::now());
+                        if expired {
+                            info!(client_id = %self.state.client_id, "credential expired: disconnecting");
+                            return Poll::Ready(Close::Server(
+                                ReasonCode::NotAuthorized,
+                                "credential expired",
+                            ));
+                        }
+                    }
+                    if !self.session.take_keepalive_due() {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    // Not ours (a wake armed by an earlier connection of the session): our
+                    // own deadline is still on the wheel.
+                    if !self.router.keepalive.passed(ls.idle_tick, now) {
+                        continue;
+                    }
+                    if self.is_pending() {
+                        // Packets wait unread behind an awaited decision: the client is
+                        // not idle; look again once it has been answered.
+                        self.last_rx = now;
+                    }
+                    let idle_at = self.last_rx + Duration::from_millis(self.idle_limit_ms.into());
+                    if idle_at <= now {
+                        debug!(client_id = %self.state.client_id, "keep alive timeout");
+                        return Poll::Ready(Close::Server(
+                            ReasonCode::KeepAliveTimeout,
+                            "[MQTT-3.1.2-24]",
+                        ));
+                    }
+                    ls.idle_tick = self.router.keepalive.arm(&self.session, idle_at).max(1);
+                    // A keep-alive period has passed: give back what bursts left behind.
+                    if self.out.is_empty() {
+                        self.out = BytesMut::new();
+                    }
+                    self.state.shrink();
                 }
             }
         }
@@ -2273,12 +2327,13 @@ mod size_tests {
             std::mem::size_of::<F>()
         }
         let size = returned_size(super::run_connection::<tokio::io::DuplexStream, ()>);
-        assert!(size <= 168, "connection task future is {size} bytes");
+        assert!(size <= 96, "connection task future is {size} bytes");
         // The task of a plain TCP connection as the listener spawns it. tokio allocates the
         // future with 104 bytes of task header and trailer (tokio 1.54, x86_64), rounded up
-        // to 128 bytes: up to 280 bytes of future, the task takes 384 (it took 1408 when
+        // to 128 bytes: up to 152 bytes of future, the task takes 256 (it took 1408 when
         // the keep-alive timer and the rare parts of `Conn` were in it, 768 before the
-        // authorization state and the publish limiter were boxed, 512 before `Conn` was).
+        // authorization state and the publish limiter were boxed, 512 before `Conn` was,
+        // 384 while the future was an `async` block).
         type Hold = (
             (
                 crate::listener::ConnGuard,
@@ -2291,7 +2346,7 @@ mod size_tests {
             super::run_connection::<crate::transport::Prefixed<tokio::net::TcpStream>, Hold>,
         );
         assert!(
-            tcp <= 280,
+            tcp <= 152,
             "plain TCP connection task future is {tcp} bytes"
         );
         let conn = std::mem::size_of::<super::Conn>();

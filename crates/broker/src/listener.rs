@@ -259,7 +259,7 @@ async fn proxy_preamble(
 
 /// Handshakes (PROXY, TLS, WebSocket) and CONNECT run in this task; `serve_connection` moves
 /// the accepted connection, with `hold`, to a task of its own.
-async fn connection<G: Send + 'static>(
+async fn connection<G: Send + Unpin + 'static>(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -317,7 +317,7 @@ async fn connection<G: Send + 'static>(
 }
 
 /// The TLS handshake within the handshake deadline, then the rest of the connection.
-async fn tls_connection<G: Send + 'static>(
+async fn tls_connection<G: Send + Unpin + 'static>(
     shared: Arc<Shared>,
     stream: Prefixed<TcpStream>,
     mut info: ConnInfo,
@@ -376,7 +376,7 @@ async fn finish<S, G>(
     hold: G,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    G: Send + 'static,
+    G: Send + Unpin + 'static,
 {
     let cfg = &shared.cfg;
     if cfg.kind.is_websocket() {

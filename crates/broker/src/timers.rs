@@ -203,7 +203,9 @@ impl KeepAliveWheel {
     }
 
     /// Wake `session`'s connection with `keepalive_due` set at `at` or up to one tick later.
-    pub fn arm(&self, session: &Arc<SessionShared>, at: Instant) {
+    /// Returns the tick armed (see [`KeepAliveWheel::passed`]): 4 bytes for the connection
+    /// to keep instead of a 16-byte `Instant` (a `u32` of 250 ms ticks lasts 34 years).
+    pub fn arm(&self, session: &Arc<SessionShared>, at: Instant) -> u32 {
         let since = at.saturating_duration_since(self.epoch);
         let tick_nanos = KEEPALIVE_TICK.as_nanos();
         // Rounded up: never early.
@@ -213,12 +215,19 @@ impl KeepAliveWheel {
             let turned = self.turned.load(Ordering::Acquire);
             if tick > turned {
                 slot.push((Arc::downgrade(session), tick));
-                return;
+                return u32::try_from(tick).unwrap_or(u32::MAX);
             }
             // Due already: the next slot to turn.
             drop(slot);
             tick = turned + 1;
         }
+    }
+
+    /// Whether `now` is at or past `tick` (as returned by `arm`): a wake for that entry has
+    /// been or is being delivered.
+    pub fn passed(&self, tick: u32, now: Instant) -> bool {
+        let since = now.saturating_duration_since(self.epoch);
+        since.as_nanos() / KEEPALIVE_TICK.as_nanos() >= u128::from(tick)
     }
 
     /// Turn the slots of every tick up to `now`; returns the connections woken.
@@ -417,7 +426,9 @@ mod tests {
         let t0 = Instant::now();
         let wheel = KeepAliveWheel::new(t0);
         let s = Arc::new(SessionShared::new(Arc::from("ka"), 10, 1000));
-        wheel.arm(&s, t0 + Duration::from_millis(1100));
+        let tick = wheel.arm(&s, t0 + Duration::from_millis(1100));
+        assert!(!wheel.passed(tick, t0 + Duration::from_millis(1249)));
+        assert!(wheel.passed(tick, t0 + Duration::from_millis(1250)));
         assert_eq!(wheel.turn(t0 + Duration::from_millis(1000)), 0);
         assert!(!s.take_keepalive_due());
         // Rounded up to the next tick, never early.

@@ -156,12 +156,6 @@ struct CompareArgs {
     /// Pin the broker to CPU 0 and the tool to CPU 1 (taskset).
     #[arg(long)]
     pin: bool,
-    /// With --pin: the CPUs the tool may use (taskset list). `0,1` lets the tool also use the
-    /// time the broker leaves idle on CPU 0, as a load generator on other cores or hosts would:
-    /// then the wall-clock connect rate shows the broker's CPU cost per connection instead of
-    /// the one-core tool's ceiling (loopback handshakes run in the connecting process).
-    #[arg(long, default_value = "1")]
-    load_cpus: String,
     #[arg(long, default_value = "target/release/rampart")]
     rampart_bin: PathBuf,
     /// A complete Rampart config with placeholders {port} {tls_port} {data_dir} {storage} {cert}
@@ -233,7 +227,7 @@ fn real_main(cli: Cli) -> Result<()> {
     };
     if let Cmd::Compare(c) = &cli.cmd {
         if c.pin {
-            pin_self(&c.load_cpus)?;
+            pin_self()?;
         }
     }
     // Threads inherit the affinity set above, so the runtime is built after pinning.
@@ -255,7 +249,7 @@ fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
-fn pin_self(cpus: &str) -> Result<()> {
+fn pin_self() -> Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -263,12 +257,12 @@ fn pin_self(cpus: &str) -> Result<()> {
         bail!("--pin needs at least 2 CPUs, this machine has {cores}");
     }
     let st = std::process::Command::new("taskset")
-        .args(["-a", "-c", "-p", cpus, &std::process::id().to_string()])
+        .args(["-a", "-c", "-p", "1", &std::process::id().to_string()])
         .stdout(std::process::Stdio::null())
         .status()
         .context("run taskset (util-linux)")?;
     if !st.success() {
-        bail!("taskset failed to pin the tool to CPU(s) {cpus}");
+        bail!("taskset failed to pin the tool to CPU 1");
     }
     Ok(())
 }
@@ -501,17 +495,16 @@ fn compare(rt: &tokio::runtime::Runtime, c: CompareArgs) -> Result<()> {
             .as_deref()
             .map(|n| format!(" {n}."))
             .unwrap_or_default();
-        let pinned = if c.pin {
-            format!("yes (broker on CPU 0, tool on CPU {})", c.load_cpus)
-        } else {
-            "no".to_string()
-        };
         let block = format!(
             "Generated {when} by `{cmd}`.{note}\n\nMachine: {}. Broker pinned: {}. Medians of {} \
              run(s) per scenario and broker; MQTT {}; {}-byte payloads; measured window {} s \
              after {} s of warm-up.\n\n{md}\n{}{}",
             procstat::machine(),
-            pinned,
+            if c.pin {
+                "yes (broker on CPU 0, tool on CPU 1)"
+            } else {
+                "no"
+            },
             c.repeat.max(1),
             if p.version == mqtt::Version::V5 {
                 "5.0"

@@ -12,6 +12,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use rampart_codec::{ProtocolVersion, SubscriptionOptions};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,8 +29,6 @@ pub struct Queue {
     pub items: VecDeque<Delivery>,
     /// Sum of `Message::cost` over `items`, checked against the byte cap.
     pub bytes: usize,
-    /// Deliveries refused because the queue was full; reported in $SYS and logs.
-    pub dropped: u64,
 }
 
 /// Commands to a connection task from the rest of the broker.
@@ -47,9 +46,22 @@ pub enum Control {
 /// The connection currently attached to a session. Requests to it go through
 /// `Slot::request` and the session's `Notify` (no channel per connection: an idle connection
 /// should cost as little memory as possible).
+/// Non-zero (connection ids start at 1), so that `Option<ConnHandle>` is 8 bytes of every
+/// session's slot.
 #[derive(Debug)]
 pub struct ConnHandle {
-    pub id: u64,
+    id: NonZeroU64,
+}
+
+impl ConnHandle {
+    /// `None` for 0, which `Registry::alloc_conn_id` never hands out.
+    pub fn new(id: u64) -> Option<Self> {
+        NonZeroU64::new(id).map(|id| ConnHandle { id })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id.get()
+    }
 }
 
 /// Registry-side record of one client id.
@@ -201,7 +213,6 @@ impl SessionShared {
             let mut q = self.queue.lock();
             let full = q.items.len() >= self.max_queued_messages as usize;
             if full || q.bytes + cost > self.max_queued_bytes {
-                q.dropped += 1;
                 return Err(QueueRefusal::Full);
             }
             q.bytes += cost;

@@ -411,7 +411,7 @@ mod tests {
         let r = router(Arc::new(MemoryStore::new()));
         let now = Instant::now();
         let back = offline_session(&r, "back", 4, now);
-        back.slot.lock().conn = Some(ConnHandle { id: 7 });
+        back.slot.lock().conn = ConnHandle::new(7);
         let ended = offline_session(&r, "ended", 4, now);
         ended.slot.lock().dead = true;
         let again = offline_session(&r, "again", 4, now);

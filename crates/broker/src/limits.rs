@@ -17,9 +17,9 @@
 use parking_lot::{Mutex, RwLock};
 use rampart_codec::ReasonCode;
 use rampart_config::{IpNet, LimitsConfig, RateAction};
-use rampart_core::rate::TokenBucket;
+use rampart_core::rate::{SlidingWindowCounter, TokenBucket};
 use rampart_store::{Store, WriteBatch};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// The hasher of the admission tables, whose keys (peer addresses, client ids) are chosen by
 /// peers: aHash keyed randomly per process, like SipHash resistant to chosen-key collisions,
@@ -447,7 +447,9 @@ pub struct Limits {
     /// Two ids sharing a hash would share a counter; with a random key per process and at
     /// most `max_tracked_sources` entries the chance is about n^2 / 2^65, and no one can
     /// choose such ids.
-    flapping: Mutex<Map<u64, Flaps>>,
+    /// One counter per recently connected client id (`SlidingWindowCounter`: 16 bytes; the
+    /// window and the cap are the table's).
+    flapping: Mutex<Map<u64, SlidingWindowCounter>>,
     flapping_keys: ahash::RandomState,
     flapping_sweep_ms: AtomicU64,
     banned: RwLock<BannedList>,
@@ -457,65 +459,6 @@ pub struct Limits {
     low_bytes: u64,
     pub metrics: LimitsMetrics,
     logs: [LogGate; 12],
-}
-
-/// The connects of one client id within the flapping window: a sliding-window count, exact
-/// up to `cap` (the ban threshold plus one), like `rampart_core::rate::SlidingWindowCounter`
-/// but sized for one entry per recently connected client id. The window and the cap are the
-/// table's (passed in, not repeated per entry); a client id that connected once, the common
-/// case, takes 16 bytes and no allocation; earlier connects within the window are kept as
-/// the low 32 bits of their millisecond times (4 bytes each, at most `cap - 1`).
-struct Flaps {
-    /// Time (ms) of the newest connect, which is always counted while within the window.
-    newest: u64,
-    /// Earlier connects, oldest first, as `time as u32`. Every one is within the window at
-    /// `newest` and `newest - time` is below `window` (at most 86,400,000 ms by config), so
-    /// the distance from any `now` less than a window after `newest` is below 2^32 and the
-    /// wrapping difference is exact.
-    /// Boxed: 8 bytes in every slot instead of a 32-byte `VecDeque`.
-    #[allow(clippy::box_collection)]
-    older: Option<Box<VecDeque<u32>>>,
-}
-
-impl Flaps {
-    fn new(now_ms: u64) -> Self {
-        Flaps {
-            newest: now_ms,
-            older: None,
-        }
-    }
-
-    /// Record one connect at `now_ms`; returns the connects within the last `window_ms`, this
-    /// one included, at most `cap` (at least 1).
-    fn record(&mut self, now_ms: u64, window_ms: u64, cap: u32) -> u32 {
-        let now = now_ms.max(self.newest);
-        let kept = if now - self.newest >= window_ms {
-            // The newest has left the window, and everything older with it.
-            self.older = None;
-            0
-        } else {
-            let older = self.older.get_or_insert_with(Default::default);
-            while let Some(&t) = older.front() {
-                if u64::from((now as u32).wrapping_sub(t)) >= window_ms {
-                    older.pop_front();
-                } else {
-                    break;
-                }
-            }
-            older.push_back(self.newest as u32);
-            while older.len() + 1 > cap.max(1) as usize {
-                older.pop_front();
-            }
-            older.len()
-        };
-        self.newest = now;
-        u32::try_from(kept + 1).unwrap_or(u32::MAX)
-    }
-
-    /// Whether no connect is within the window at `now_ms`: the entry may then go.
-    fn is_idle(&self, now_ms: u64, window_ms: u64) -> bool {
-        now_ms.saturating_sub(self.newest) >= window_ms
-    }
 }
 
 /// Releases the address and network slots of an admitted connection when dropped.
@@ -875,7 +818,7 @@ impl Limits {
                         return false;
                     }
                 }
-                f.insert(key, Flaps::new(ms));
+                f.insert(key, SlidingWindowCounter::new(ms));
                 1
             };
             if n > max {
@@ -1290,46 +1233,6 @@ mod tests {
         for i in 0..10u64 {
             let at = t + Duration::from_secs(i * 4);
             assert_eq!(l.check_connect("c3", None, p, at), Ok(()));
-        }
-    }
-
-    /// The compact per-client-id counter counts exactly like the general sliding window,
-    /// also across the 2^32 ms wrap of its stored times and after long silences.
-    #[test]
-    fn flaps_count_like_a_sliding_window() {
-        use rampart_core::rate::SlidingWindowCounter;
-        // One per recently connected client id (BENCHMARKS.md, idle memory per connection).
-        assert!(std::mem::size_of::<Flaps>() <= 16);
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for (window, cap, start) in [
-            (10_000, 4, 0),
-            (60_000, 501, 5),
-            (1_000, 2, u64::from(u32::MAX) - 5_000),
-            (86_400_000, 3, u64::from(u32::MAX) - 1),
-        ] {
-            let mut model = SlidingWindowCounter::new(window, cap);
-            let mut t = start;
-            let mut flaps = Flaps::new(t);
-            assert_eq!(model.record(t), 1);
-            for _ in 0..5_000 {
-                t += match next() % 8 {
-                    0 => window,
-                    1 => window - 1,
-                    2 => 3 * window + next() % 1_000,
-                    3 => 0,
-                    _ => next() % (window / 4 + 1),
-                };
-                assert_eq!(flaps.record(t, window, cap), model.record(t), "at {t}");
-                let idle = model.clone().is_idle(t + window);
-                assert_eq!(flaps.is_idle(t + window, window), idle);
-                assert!(!flaps.is_idle(t + window - 1, window));
-            }
         }
     }
 

@@ -8,8 +8,9 @@
 //! Both types take `&mut self`: they belong to one connection or one listener task. Share one
 //! across tasks behind a `parking_lot::Mutex` (the critical section is a few integer ops).
 //!
-//! Memory: `TokenBucket` 32 bytes; `SlidingWindowCounter` 48 bytes plus 8 bytes per event it
-//! remembers (at most its `cap`).
+//! Memory: `TokenBucket` 32 bytes; `SlidingWindowCounter` 16 bytes, plus 4 bytes per event
+//! it remembers beyond the newest (at most its `cap - 1`) and a 32-byte `VecDeque` once it
+//! has two events in its window.
 
 use std::collections::VecDeque;
 
@@ -116,71 +117,68 @@ impl TokenBucket {
     }
 }
 
-/// Counts events within a sliding window (flapping detection: "more than N connects within
-/// a minute"). Exact up to `cap` events: it remembers the timestamps of the last `cap` events
-/// within the window and saturates at `cap`, which should be the threshold the caller checks.
+/// Counts events within a sliding window (flapping detection: "more than N connects of one
+/// client id within a minute"). Exact up to `cap`: it remembers the times of the last `cap`
+/// events within the window and saturates at `cap`, which should be the threshold the caller
+/// checks plus one.
 ///
-/// `record` and `count` are amortised O(1). Memory: 8 bytes per remembered event.
+/// Sized for a table with one counter per recently seen key: the window and the cap are the
+/// table's, passed to each call rather than repeated per counter. A counter with one event
+/// in the window, the common case, is 16 bytes and allocates nothing; earlier events within
+/// the window are kept on the heap as the low 32 bits of their times (4 bytes each, at most
+/// `cap - 1`). A window must be below 2^32 ms (49 days). `record` is amortised O(1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlidingWindowCounter {
-    window_ms: u64,
-    cap: usize,
-    events: VecDeque<u64>,
-    last_ms: u64,
+    /// Time of the newest event, which is always counted while within the window.
+    newest: u64,
+    /// Earlier events, oldest first, as `time as u32`. Every one is within the window at
+    /// `newest`, so `newest - time` is below the window; the distance from any `now` less than
+    /// a window after `newest` is then below 2^32 and the wrapping difference is exact.
+    /// Boxed: 8 bytes in every counter instead of a 32-byte `VecDeque`.
+    #[allow(clippy::box_collection)]
+    older: Option<Box<VecDeque<u32>>>,
 }
 
 impl SlidingWindowCounter {
-    /// A counter of events within the last `window_ms` milliseconds, saturating at `cap`.
-    pub fn new(window_ms: u64, cap: u32) -> Self {
+    /// A counter holding one event at `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
         SlidingWindowCounter {
-            window_ms,
-            cap: cap as usize,
-            events: VecDeque::new(),
-            last_ms: 0,
+            newest: now_ms,
+            older: None,
         }
     }
 
-    fn expire(&mut self, now_ms: u64) -> u64 {
-        let now = now_ms.max(self.last_ms);
-        self.last_ms = now;
-        // An event at `t` is within the window while `now - t < window_ms`.
-        while let Some(&t) = self.events.front() {
-            if now - t >= self.window_ms {
-                self.events.pop_front();
-            } else {
-                break;
+    /// Record one event at `now_ms` (an earlier time than the newest counts as the newest);
+    /// returns the events within the last `window_ms`, this one included, at most `cap` (a
+    /// `cap` of 0 counts as 1).
+    pub fn record(&mut self, now_ms: u64, window_ms: u64, cap: u32) -> u32 {
+        let now = now_ms.max(self.newest);
+        let kept = if now - self.newest >= window_ms {
+            // The newest has left the window, and everything older with it.
+            self.older = None;
+            0
+        } else {
+            let older = self.older.get_or_insert_with(Default::default);
+            while let Some(&t) = older.front() {
+                if u64::from((now as u32).wrapping_sub(t)) >= window_ms {
+                    older.pop_front();
+                } else {
+                    break;
+                }
             }
-        }
-        now
-    }
-
-    /// Record one event at `now_ms`; returns the number of events within the window, this one
-    /// included (at most `cap`).
-    pub fn record(&mut self, now_ms: u64) -> u32 {
-        let now = self.expire(now_ms);
-        if self.cap == 0 {
-            return 0;
-        }
-        if self.events.len() >= self.cap {
-            self.events.pop_front();
-        }
-        self.events.push_back(now);
-        self.len()
-    }
-
-    /// Events within the window at `now_ms` (at most `cap`).
-    pub fn count(&mut self, now_ms: u64) -> u32 {
-        self.expire(now_ms);
-        self.len()
-    }
-
-    fn len(&self) -> u32 {
-        u32::try_from(self.events.len()).unwrap_or(u32::MAX)
+            older.push_back(self.newest as u32);
+            while older.len() + 1 > cap.max(1) as usize {
+                older.pop_front();
+            }
+            older.len()
+        };
+        self.newest = now;
+        u32::try_from(kept + 1).unwrap_or(u32::MAX)
     }
 
     /// Whether no event is within the window at `now_ms`: the owner may then drop the counter.
-    pub fn is_idle(&mut self, now_ms: u64) -> bool {
-        self.count(now_ms) == 0
+    pub fn is_idle(&self, now_ms: u64, window_ms: u64) -> bool {
+        now_ms.saturating_sub(self.newest) >= window_ms
     }
 }
 
@@ -265,40 +263,141 @@ mod tests {
 
     #[test]
     fn window_counts_recent_events() {
-        let mut w = SlidingWindowCounter::new(60_000, 10);
-        assert_eq!(w.record(0), 1);
-        assert_eq!(w.record(10_000), 2);
-        assert_eq!(w.record(59_999), 3);
+        let (window, cap) = (60_000, 10);
+        let mut w = SlidingWindowCounter::new(0);
+        assert_eq!(w.record(10_000, window, cap), 2);
+        assert_eq!(w.record(59_999, window, cap), 3);
         // The event at 0 leaves the window at 60,000.
-        assert_eq!(w.count(60_000), 2);
-        assert_eq!(w.record(65_000), 3);
-        assert_eq!(w.count(200_000), 0);
-        assert!(w.is_idle(200_000));
+        assert_eq!(w.record(65_000, window, cap), 3);
+        assert!(!w.is_idle(124_999, window));
+        assert!(w.is_idle(125_000, window));
+        assert_eq!(w.record(200_000, window, cap), 1);
     }
 
     #[test]
     fn window_saturates_at_cap() {
-        let mut w = SlidingWindowCounter::new(1_000, 3);
-        for t in 0..100 {
-            assert_eq!(w.record(t), (t as u32 + 1).min(3));
+        let mut w = SlidingWindowCounter::new(0);
+        for t in 1..100 {
+            assert_eq!(w.record(t, 1_000, 3), (t as u32 + 1).min(3));
         }
-        // Only the newest `cap` events are remembered.
-        assert_eq!(w.count(1_096), 3);
-        assert_eq!(w.count(1_097), 2);
-        let mut z = SlidingWindowCounter::new(1_000, 0);
-        assert_eq!(z.record(5), 0);
+        let mut z = SlidingWindowCounter::new(0);
+        assert_eq!(z.record(5, 1_000, 0), 1);
     }
 
     #[test]
     fn window_ignores_time_going_back() {
-        let mut w = SlidingWindowCounter::new(100, 10);
-        w.record(1_000);
-        assert_eq!(w.record(500), 2);
-        assert_eq!(w.count(1_099), 2);
-        assert_eq!(w.count(1_100), 0);
+        let mut w = SlidingWindowCounter::new(1_000);
+        assert_eq!(w.record(500, 100, 10), 2);
+        assert!(!w.is_idle(1_099, 100));
+        assert!(w.is_idle(1_100, 100));
+        assert_eq!(w.record(1_099, 100, 10), 3);
+    }
+
+    /// The plain definition: every event's time kept, clamped like the counter's (an earlier
+    /// time counts as the latest), and counted while `now - t < window`, up to `cap`.
+    struct Model {
+        events: Vec<u64>,
+    }
+
+    impl Model {
+        fn record(&mut self, now_ms: u64, window_ms: u64, cap: u32) -> u32 {
+            let now = self.events.last().map_or(now_ms, |&l| now_ms.max(l));
+            self.events.push(now);
+            let n = self.events.iter().filter(|&&t| now - t < window_ms).count();
+            u32::try_from(n).unwrap_or(u32::MAX).min(cap.max(1))
+        }
+
+        fn is_idle(&self, now_ms: u64, window_ms: u64) -> bool {
+            self.events
+                .iter()
+                .all(|&t| now_ms.saturating_sub(t) >= window_ms)
+        }
+    }
+
+    /// The compact counter against the plain definition, on random event times across the
+    /// 2^32 ms wrap of its stored times and after long silences.
+    #[test]
+    fn window_counts_like_the_plain_definition() {
+        // One per recently seen key (BENCHMARKS.md, idle memory per connection).
+        assert!(std::mem::size_of::<SlidingWindowCounter>() <= 16);
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (window, cap, start) in [
+            (10_000, 4, 0),
+            (60_000, 501, 5),
+            (1_000, 2, u64::from(u32::MAX) - 5_000),
+            (86_400_000, 3, u64::from(u32::MAX) - 1),
+            (1, 1, 7),
+        ] {
+            let mut model = Model {
+                events: vec![start],
+            };
+            let mut t = start;
+            let mut w = SlidingWindowCounter::new(t);
+            // The model is quadratic: its events are kept short.
+            for _ in 0..2_000 {
+                t += match next() % 8 {
+                    0 => window,
+                    1 => window - 1,
+                    2 => 3 * window + next() % 1_000,
+                    3 => 0,
+                    _ => next() % (window / 4 + 1),
+                };
+                // Now and then a time earlier than the newest (a caller mixing clocks).
+                let at = if next() % 16 == 0 {
+                    t.saturating_sub(next() % 100)
+                } else {
+                    t
+                };
+                assert_eq!(
+                    w.record(at, window, cap),
+                    model.record(at, window, cap),
+                    "at {at}"
+                );
+                for probe in [t + window - 1, t + window] {
+                    assert_eq!(w.is_idle(probe, window), model.is_idle(probe, window));
+                }
+                if model.events.len() > 600 {
+                    // Only the events within the window matter from here on.
+                    let now = *model.events.last().unwrap_or(&t);
+                    model.events.retain(|&e| now - e < window);
+                }
+            }
+        }
     }
 
     proptest::proptest! {
+        #[test]
+        fn window_matches_the_plain_definition(
+            window in 1u64..200_000,
+            cap in 0u32..12,
+            start in proptest::prop_oneof![0u64..1_000, u64::from(u32::MAX) - 400_000..u64::from(u32::MAX) + 10],
+            steps in proptest::collection::vec((0u8..6, 0u64..1_000_000), 1..300),
+        ) {
+            let mut model = Model { events: vec![start] };
+            let mut w = SlidingWindowCounter::new(start);
+            let mut t = start;
+            for (kind, r) in steps {
+                let at = match kind {
+                    0 => { t += window; t }
+                    1 => { t += window - 1; t }
+                    2 => { t += r % (4 * window); t }
+                    // Earlier than the newest: counts as the newest.
+                    3 => t.saturating_sub(r % 1_000),
+                    _ => { t += r % (window / 4 + 1); t }
+                };
+                proptest::prop_assert_eq!(w.record(at, window, cap), model.record(at, window, cap));
+                for probe in [t + window - 1, t + window] {
+                    proptest::prop_assert_eq!(w.is_idle(probe, window), model.is_idle(probe, window));
+                }
+            }
+        }
+
         #[test]
         fn bucket_never_exceeds_rate(rate in 1u32..500, burst in 1u32..50, steps in proptest::collection::vec((0u64..50, 1u32..5), 1..200)) {
             let mut b = TokenBucket::new(rate, burst, 0);

@@ -694,6 +694,19 @@ mod tests {
             .expect("within the time limit")
     }
 
+    /// The client's side of a handshake with the test server's certificate (TLS 1.3, or 1.2
+    /// only), within the time limit.
+    async fn handshake(
+        root: &CertificateDer<'static>,
+        tls12_only: bool,
+        c: TcpStream,
+    ) -> rampart_tls::tokio_rustls::client::TlsStream<TcpStream> {
+        let name = ServerName::try_from("localhost").expect("name");
+        within(client(root, tls12_only).connect(name, c))
+            .await
+            .expect("client handshake")
+    }
+
     #[tokio::test]
     async fn records_split_byte_by_byte() {
         let (cfg, root) = pair();
@@ -711,10 +724,7 @@ mod tests {
             tls.flush().await.expect("flush");
             tls
         });
-        let name = ServerName::try_from("localhost").expect("name");
-        let mut tls = within(client(&root, false).connect(name, c))
-            .await
-            .expect("client handshake");
+        let mut tls = handshake(&root, false, c).await;
         for chunk in pattern(3000).chunks(700) {
             tls.write_all(chunk).await.expect("write");
             tls.flush().await.expect("flush");
@@ -744,10 +754,7 @@ mod tests {
             assert_eq!(got, pattern(200 * 50));
             assert!(tls.tls.plain.capacity() == 0 && tls.tls.incoming.capacity() == 0);
         });
-        let name = ServerName::try_from("localhost").expect("name");
-        let mut tls = within(client(&root, false).connect(name, c))
-            .await
-            .expect("client handshake");
+        let mut tls = handshake(&root, false, c).await;
         for chunk in pattern(200 * 50).chunks(50) {
             tls.write_all(chunk).await.expect("write");
         }
@@ -777,10 +784,7 @@ mod tests {
             let mut tls = r.unsplit(w);
             tls.shutdown().await.expect("shutdown");
         });
-        let name = ServerName::try_from("localhost").expect("name");
-        let tls = within(client(&root, false).connect(name, c))
-            .await
-            .expect("client handshake");
+        let tls = handshake(&root, false, c).await;
         let (mut r, mut w) = tokio::io::split(tls);
         let writer = tokio::spawn(async move {
             w.write_all(&pattern(N)).await.expect("write");
@@ -813,10 +817,7 @@ mod tests {
                 "no data after close_notify"
             );
         });
-        let name = ServerName::try_from("localhost").expect("name");
-        let mut tls = within(client(&root, false).connect(name, c))
-            .await
-            .expect("client handshake");
+        let mut tls = handshake(&root, false, c).await;
         tls.write_all(b"bye").await.expect("write");
         tls.get_mut().1.send_close_notify();
         tls.flush().await.expect("flush");
@@ -839,10 +840,7 @@ mod tests {
             tls.write_all(&got).await.expect("echo");
             tls.flush().await.expect("flush");
         });
-        let name = ServerName::try_from("localhost").expect("name");
-        let mut tls = within(client(&root, true).connect(name, c))
-            .await
-            .expect("client handshake");
+        let mut tls = handshake(&root, true, c).await;
         tls.write_all(&pattern(40000)).await.expect("write");
         tls.flush().await.expect("flush");
         let mut got = vec![0u8; 40000];
@@ -869,10 +867,7 @@ mod tests {
             tls.write_all(b"reply").await.expect("write");
             tls.flush().await.expect("flush");
         });
-        let name = ServerName::try_from("localhost").expect("name");
-        let mut tls = within(client(&root, false).connect(name, c))
-            .await
-            .expect("client handshake");
+        let mut tls = handshake(&root, false, c).await;
         tls.write_all(b"before").await.expect("write");
         tls.get_mut()
             .1

@@ -49,18 +49,18 @@ pub fn reserve(slots: usize) -> io::Result<usize> {
     Ok(slots)
 }
 
-/// The size of this process's descriptor table (`FDSize` in `/proc/self/status`).
-pub fn table_size() -> Option<usize> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("FDSize:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of this process's descriptor table (`FDSize` in `/proc/self/status`).
+    fn table_size() -> Option<usize> {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("FDSize:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
 
     #[test]
     fn reserve_grows_the_table_once_and_it_stays() {
